@@ -1,0 +1,36 @@
+"""structnets: neural networks on structured data, where an RNN is message passing on a chain.
+
+The library is built from three kinds of parts: structures (chains, trees, DAGs and graphs
+as an ``edge_index`` in torch_geometric's convention), cells (:mod:`structnets.cells`)
+and schedules (:mod:`structnets.schedules`), tied together by one loop,
+:func:`structnets.propagate`.
+"""
+
+from . import cells, schedules
+from .cells import ChildSumTreeLSTMCell, ElmanCell, GRUCell, LSTMCell, NaryTreeLSTMCell, Nonlinearity
+from .propagate import propagate, propagate_levels, propagate_rounds
+from .rnn import RNN
+from .schedules import CycleError, Synchronous, Topological, topological_levels
+from .structure import chains
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "cells",
+    "schedules",
+    "RNN",
+    "ElmanCell",
+    "GRUCell",
+    "LSTMCell",
+    "ChildSumTreeLSTMCell",
+    "NaryTreeLSTMCell",
+    "Nonlinearity",
+    "propagate",
+    "propagate_levels",
+    "propagate_rounds",
+    "CycleError",
+    "Synchronous",
+    "Topological",
+    "topological_levels",
+    "chains",
+]
