@@ -317,9 +317,9 @@ class RNN(nn.Module):
         ours = {mine: state_dict[theirs] for theirs, mine in self._torch_names()}
         self.load_state_dict(ours)
 
-    def torch_state_dict(self) -> dict[str, Tensor]:
+    def torch_state_dict(self, keep_vars: bool = False) -> dict[str, Tensor]:
         """This RNN's parameters under ``torch.nn.RNN/GRU/LSTM``'s names."""
-        own = self.state_dict()
+        own = self.state_dict(keep_vars=keep_vars)
         return {theirs: own[mine] for theirs, mine in self._torch_names()}
 
     def to_torch(self) -> nn.RNNBase:

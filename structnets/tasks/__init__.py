@@ -1,0 +1,1 @@
+"""Benchmark tasks built on :class:`structnets.RNN`."""
