@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Union
 
 import torch
 from torch import Tensor, nn
@@ -44,7 +44,7 @@ __all__ = [
     "lstm_update",
 ]
 
-State = Union[Tensor, tuple[Tensor, ...]]
+State = Tensor | tuple[Tensor, ...]
 
 
 @dataclass(frozen=True)
@@ -127,9 +127,7 @@ class RecurrentCell(nn.Module):
 
     num_chunks: int = 1
 
-    def __init__(
-        self, input_size: int, hidden_size: int, bias: bool = True, *, orthogonal: bool = False
-    ) -> None:
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *, orthogonal: bool = False) -> None:
         super().__init__()
         if input_size <= 0 or hidden_size <= 0:
             raise ValueError(f"input_size and hidden_size must be positive, got {input_size} and {hidden_size}")

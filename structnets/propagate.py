@@ -21,7 +21,7 @@ Synchronous schedule (MPNN, interaction networks, Point-GNN)::
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -59,11 +59,9 @@ def _components(state: State) -> tuple[Tensor, ...]:
     return state if isinstance(state, tuple) else (state,)
 
 
-def _pack(parts: Sequence[Tensor], like: State) -> State:
-    return tuple(parts) if isinstance(like, tuple) else parts[0]
-
-
-def _gather(levels_state: list[tuple[Tensor, ...]], groups: tuple[tuple[int, Tensor | None, int], ...], k: int) -> Tensor:
+def _gather(
+    levels_state: list[tuple[Tensor, ...]], groups: tuple[tuple[int, Tensor | None, int], ...], k: int
+) -> Tensor:
     parts = [
         levels_state[source][k][:count] if rows is None else levels_state[source][k].index_select(0, rows)
         for source, rows, count in groups

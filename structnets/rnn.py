@@ -16,7 +16,7 @@ the parity tests check against ``torch.nn.RNN/GRU/LSTM``.
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -42,6 +42,10 @@ def _cell_kind(cell: RecurrentCell) -> str | None:
     if kind is ElmanCell:
         return "rnn_tanh" if cell.nonlinearity is Nonlinearity.TANH else "rnn_relu"
     return None
+
+
+def _parts(state: State) -> tuple[Tensor, ...]:
+    return state if isinstance(state, tuple) else (state,)
 
 
 class RNN(nn.Module):
@@ -133,7 +137,9 @@ class RNN(nn.Module):
                 f"got shape {tuple(x.shape)}"
             )
         if x.shape[-1] != self.input_size:
-            raise ValueError(f"expected {self.input_size} input features, got {x.shape[-1]} (input shape {tuple(x.shape)})")
+            raise ValueError(
+                f"expected {self.input_size} input features, got {x.shape[-1]} (input shape {tuple(x.shape)})"
+            )
         batch, steps = (x.shape[0], x.shape[1]) if self.batch_first else (x.shape[1], x.shape[0])
         if batch == 0:
             raise ValueError("empty batch: the input holds no sequences")
@@ -251,13 +257,12 @@ class RNN(nn.Module):
                 cell = self.cells[index]
                 levels = graph.backward if direction else graph.forward
                 initial = None
-                if hx is not None:
+                if hx is not None:  # one row per source node, i.e. per sequence in level-0 order
                     rows = graph.sequence.index_select(0, levels.sources)
-                    parts_0 = hx if isinstance(hx, tuple) else (hx,)
-                    initial = tuple(h[index].index_select(0, rows) for h in parts_0)
+                    initial = tuple(h[index].index_select(0, rows) for h in _parts(hx))
                     initial = initial if self.state_is_tuple else initial[0]
                 state = propagate_levels(cell, layer_input, levels, initial=initial)
-                parts = state if isinstance(state, tuple) else (state,)
+                parts = _parts(state)
                 # The forward direction ends at each sequence's last step, the backward at its first.
                 ends = graph.first if direction else graph.last
                 final.append([p.index_select(0, ends) for p in parts])
@@ -270,7 +275,7 @@ class RNN(nn.Module):
 
     # ---------------------------------------------------------------- torch.nn interop
     @classmethod
-    def from_torch(cls, module: nn.RNNBase, **options) -> "RNN":
+    def from_torch(cls, module: nn.RNNBase, **options) -> RNN:
         """An ``RNN`` with the weights of a ``torch.nn.RNN``, ``GRU`` or ``LSTM``.
 
         ``options`` are this constructor's keyword options (``fused``, ...); the sizes,

@@ -15,8 +15,14 @@ from structnets.cells import (
 
 EXACT = dict(atol=1e-10, rtol=0)
 CASES = [
-    (functools.partial(ElmanCell, nonlinearity=Nonlinearity.TANH), functools.partial(torch.nn.RNNCell, nonlinearity="tanh")),
-    (functools.partial(ElmanCell, nonlinearity=Nonlinearity.RELU), functools.partial(torch.nn.RNNCell, nonlinearity="relu")),
+    (
+        functools.partial(ElmanCell, nonlinearity=Nonlinearity.TANH),
+        functools.partial(torch.nn.RNNCell, nonlinearity="tanh"),
+    ),
+    (
+        functools.partial(ElmanCell, nonlinearity=Nonlinearity.RELU),
+        functools.partial(torch.nn.RNNCell, nonlinearity="relu"),
+    ),
     (GRUCell, torch.nn.GRUCell),
     (LSTMCell, torch.nn.LSTMCell),
 ]

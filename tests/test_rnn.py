@@ -91,8 +91,10 @@ def test_full_length_batch_without_lengths():
 def test_to_torch_round_trip(reference):
     ours = RNN(3, 4, num_layers=2, bidirectional=True, cell=LSTMCell)
     if reference.func is not torch.nn.LSTM:
-        cell = GRUCell if reference.func is torch.nn.GRU else functools.partial(
-            ElmanCell, nonlinearity=Nonlinearity(reference.keywords["nonlinearity"])
+        cell = (
+            GRUCell
+            if reference.func is torch.nn.GRU
+            else functools.partial(ElmanCell, nonlinearity=Nonlinearity(reference.keywords["nonlinearity"]))
         )
         ours = RNN(3, 4, num_layers=2, bidirectional=True, cell=cell)
     back = ours.to_torch()

@@ -29,7 +29,7 @@ def _longest_paths(n, edge_index):
     for a, b in edge_index.t().tolist():
         senders[b].append(a)
 
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def depth(v):
         return 0 if not senders[v] else 1 + max(depth(u) for u in senders[v])
 
@@ -60,7 +60,7 @@ def test_level_loop_matches_recursive_evaluation(dag, reverse):
     directed = edge_index.flip(0) if reverse else edge_index
     _, senders = _longest_paths(n, directed)
 
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def state(v):
         if not senders[v]:
             return cell(x[v : v + 1])
