@@ -84,8 +84,8 @@ def propagate_levels(
         cell: the step; see :class:`structnets.cells.RecurrentCell`.
         inputs: ``[num_nodes, input_size]`` node inputs.
         levels: the schedule, from :func:`structnets.schedules.topological_levels`.
-        initial: state of the source nodes, one row per source in increasing node id
-            (``levels.sources``); None for zeros.
+        initial: state of the source nodes, one row per node of ``levels.sources`` (in
+            increasing node id for schedules from ``topological_levels``); None for zeros.
         edge_attr: per-edge attributes handed to the cell (the child slot for N-ary
             Tree-LSTMs), indexed like the columns of the edge index.
         sorted_output: return states in level order (``levels.order``) instead of

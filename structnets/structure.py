@@ -65,7 +65,9 @@ def _chains(batch_sizes: tuple[int, ...], device: torch.device) -> Chains:
         first=torch.arange(num_sequences, device=device),
         last=last,
         forward=build_levels(edge_index, step),
-        backward=build_levels(edge_index.flip(0), lengths[sequence] - 1 - step),
+        # Against the chains, order each level by sequence: the sequences still running at
+        # reverse step k are then a prefix of those at step k - 1, as in the forward direction.
+        backward=build_levels(edge_index.flip(0), lengths[sequence] - 1 - step, tie_break=sequence),
     )
 
 

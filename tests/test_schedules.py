@@ -117,6 +117,9 @@ def test_chain_levels_need_no_gathers():
         assert inputs.one_to_one
         assert all(rows is None for _, rows, _ in inputs.groups)
     assert graph.backward.sizes == (4, 3, 3, 1)
+    for inputs in graph.backward.inputs[1:]:  # against the chains too, thanks to the tie-break
+        assert inputs.one_to_one
+        assert all(rows is None for _, rows, _ in inputs.groups)
     assert graph.last.tolist() == [10, 8, 9, 3]
 
 
