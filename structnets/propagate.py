@@ -31,7 +31,7 @@ from .schedules import Levels, Synchronous, Topological, topological_levels
 
 __all__ = ["propagate", "propagate_levels", "propagate_rounds", "sum_aggregate", "mean_aggregate", "max_aggregate"]
 
-MessageFn = Callable[[Tensor, Tensor, "Tensor | None"], Tensor]
+MessageFn = Callable[[Tensor, Tensor, "Tensor | None"], Tensor]  # (h, edge_index, edge_attr) -> [num_edges, d]
 AggregateFn = Callable[[Tensor, Tensor, int], Tensor]
 
 
@@ -138,8 +138,9 @@ def propagate_rounds(
 ) -> State:
     """Runs ``rounds`` synchronous rounds: every node aggregates messages, then updates.
 
-    ``message(h_sender, h_receiver, edge_attr)`` maps per-edge states ``[num_edges, hidden]``
-    to messages ``[num_edges, cell.input_size]``; None passes the sender's state on.
+    ``message(h, edge_index, edge_attr)`` maps node states ``[num_nodes, hidden]`` to one
+    message per edge ``[num_edges, cell.input_size]``, gathering what it needs (the sender's
+    state, the receiver's, or both); None passes the sender's state on.
     ``aggregate(messages, receivers, num_nodes)`` reduces them per node (sum by default);
     the node update is ``cell(aggregated, own_state)``.
     """
@@ -147,8 +148,7 @@ def propagate_rounds(
     num_nodes = _components(state)[0].shape[0]
     for _ in range(rounds):
         h = _components(state)[0]
-        h_senders = h.index_select(0, senders)
-        messages = h_senders if message is None else message(h_senders, h.index_select(0, receivers), edge_attr)
+        messages = h.index_select(0, senders) if message is None else message(h, edge_index, edge_attr)
         state = cell(aggregate(messages, receivers, num_nodes), state)
     return state
 

@@ -137,6 +137,10 @@ def test_synchronous_rounds_match_dense_reference():
     assert_close(out, expected, atol=1e-10, rtol=0)
 
 
+def _difference(h, edge_index, edge_attr):
+    return torch.tanh(h[edge_index[0]] - h[edge_index[1]])
+
+
 @settings(max_examples=20, deadline=None)
 @given(st.permutations(range(7)))
 def test_synchronous_rounds_are_permutation_equivariant(perm):
@@ -144,7 +148,7 @@ def test_synchronous_rounds_are_permutation_equivariant(perm):
     edge_index = torch.tensor([[0, 1, 2, 3, 4, 5, 6, 2], [1, 2, 3, 4, 5, 6, 0, 5]])
     cell = GRUCell(3, 3).double()
     h = torch.randn(7, 3, dtype=torch.double)
-    out = propagate_rounds(cell, h, edge_index, 2, message=lambda s, r, e: torch.tanh(s - r))
+    out = propagate_rounds(cell, h, edge_index, 2, message=_difference)
     inverse = torch.argsort(perm)
-    out_perm = propagate_rounds(cell, h[perm], inverse[edge_index], 2, message=lambda s, r, e: torch.tanh(s - r))
+    out_perm = propagate_rounds(cell, h[perm], inverse[edge_index], 2, message=_difference)
     assert_close(out_perm, out[perm], atol=1e-10, rtol=0)

@@ -1,0 +1,5 @@
+"""Models built from structnets' cells and schedules."""
+
+from .mpnn import MPNN, EdgeNetwork, MPNNConfig, Set2Set
+
+__all__ = ["MPNN", "MPNNConfig", "EdgeNetwork", "Set2Set"]

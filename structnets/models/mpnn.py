@@ -1,0 +1,152 @@
+"""The message passing neural network of Gilmer et al. (2017) for molecular properties.
+
+::
+
+    atom features ──Linear──► h⁰ ──┐
+                                   ▼  T rounds, weights shared (synchronous schedule)
+    bond features ──EdgeNetwork──► A(e_vw) ──► m_v = Σ_w A(e_vw) h_w ──► h_v = GRU(m_v, h_v)
+                                   │
+                                   ▼
+                          Set2Set([h^T, h⁰]) ──MLP──► properties
+
+Messages are the paper's edge network: a small MLP maps each bond's features to a
+``hidden x hidden`` matrix that multiplies the sender's state. Bonds do not change between
+rounds, so the matrices are computed once per forward pass and reused in every round. The
+update is structnets' GRU cell, run by :func:`structnets.propagate_rounds`; the readout is
+:class:`Set2Set` (Vinyals et al. 2016), whose query recurrence is structnets' LSTM cell.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.utils import scatter, softmax
+
+from ..cells import GRUCell, LSTMCell
+from ..propagate import propagate_rounds, sum_aggregate
+
+__all__ = ["MPNNConfig", "MPNN", "EdgeNetwork", "Set2Set"]
+
+
+@dataclass(frozen=True)
+class MPNNConfig:
+    """Sizes of an :class:`MPNN`.
+
+    Attributes:
+        atom_features: size of the input atom feature vectors.
+        bond_features: size of the input bond feature vectors.
+        num_targets: outputs per molecule.
+        hidden_size: node state size ``d``.
+        rounds: message-passing rounds ``T`` (weights shared across rounds).
+        edge_hidden_size: hidden width of the edge network.
+        set2set_steps: processing steps of the Set2Set readout.
+        readout_hidden_size: hidden width of the final MLP.
+        dropout: dropout before the final MLP's hidden layer.
+    """
+
+    atom_features: int
+    bond_features: int
+    num_targets: int = 1
+    hidden_size: int = 64
+    rounds: int = 3
+    edge_hidden_size: int = 128
+    set2set_steps: int = 3
+    readout_hidden_size: int = 256
+    dropout: float = 0.0
+
+
+class EdgeNetwork(nn.Module):
+    """``A(e) = reshape(MLP(e), [hidden, hidden])``: one matrix per edge (Gilmer et al. sec. 5.1).
+
+    Shapes:
+        edge_attr: ``[num_edges, bond_features]``; returns ``[num_edges, hidden, hidden]``.
+    """
+
+    def __init__(self, bond_features: int, hidden_size: int, edge_hidden_size: int) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.net = nn.Sequential(
+            nn.Linear(bond_features, edge_hidden_size), nn.ReLU(), nn.Linear(edge_hidden_size, hidden_size**2)
+        )
+
+    def forward(self, edge_attr: Tensor) -> Tensor:
+        return self.net(edge_attr).view(-1, self.hidden_size, self.hidden_size)
+
+
+class Set2Set(nn.Module):
+    """Order-invariant readout by attention with an LSTM query (Vinyals et al. 2016).
+
+    For ``t = 1..steps``: ``q_t = LSTM(q*_{t-1})``, ``a_i = softmax_i(x_i . q_t)`` within each
+    graph, ``r_t = sum_i a_i x_i``, ``q*_t = [q_t, r_t]``. Returns ``q*_steps``.
+
+    Shapes:
+        x: ``[num_nodes, in_size]``; batch: ``[num_nodes]``; returns ``[num_graphs, 2 * in_size]``.
+    """
+
+    def __init__(self, in_size: int, steps: int) -> None:
+        super().__init__()
+        self.in_size = in_size
+        self.steps = steps
+        self.cell = LSTMCell(2 * in_size, in_size)
+
+    def forward(self, x: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
+        q_star = x.new_zeros(num_graphs, 2 * self.in_size)
+        state = None
+        for _ in range(self.steps):
+            state = self.cell(q_star, state)
+            query = state[0]
+            scores = (x * query.index_select(0, batch)).sum(-1)
+            attention = softmax(scores, batch, num_nodes=num_graphs)
+            read = scatter(attention.unsqueeze(-1) * x, batch, 0, num_graphs, reduce="sum")
+            q_star = torch.cat([query, read], -1)
+        return q_star
+
+
+class MPNN(nn.Module):
+    """Gilmer et al.'s MPNN: edge-network messages, GRU update, Set2Set readout.
+
+    Call as ``model(x, edge_index, edge_attr, batch, num_graphs)`` with a
+    torch_geometric batch's fields, or ``model.forward_batch(batch)``.
+
+    Shapes:
+        x: ``[num_nodes, atom_features]``; edge_index: ``[2, num_edges]``;
+        edge_attr: ``[num_edges, bond_features]``; batch: ``[num_nodes]``;
+        returns ``[num_graphs, num_targets]``.
+    """
+
+    def __init__(self, config: MPNNConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.hidden_size
+        self.embed = nn.Sequential(nn.Linear(config.atom_features, d), nn.ReLU())
+        self.edge_network = EdgeNetwork(config.bond_features, d, config.edge_hidden_size)
+        self.update = GRUCell(d, d)
+        self.readout = Set2Set(2 * d, config.set2set_steps)
+        self.head = nn.Sequential(
+            nn.Linear(4 * d, config.readout_hidden_size),
+            nn.ReLU(),
+            nn.Dropout(config.dropout),
+            nn.Linear(config.readout_hidden_size, config.num_targets),
+        )
+
+    def node_states(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor) -> tuple[Tensor, Tensor]:
+        """``(h^0, h^T)``: node states before and after the message-passing rounds."""
+        h0 = self.embed(x)
+        matrices = self.edge_network(edge_attr)  # once per forward, reused every round
+
+        def message(h: Tensor, edges: Tensor, attr: Tensor | None) -> Tensor:
+            return torch.bmm(matrices, h.index_select(0, edges[0]).unsqueeze(-1)).squeeze(-1)
+
+        h = propagate_rounds(self.update, h0, edge_index, self.config.rounds, message=message, aggregate=sum_aggregate)
+        return h0, h
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
+        h0, h = self.node_states(x, edge_index, edge_attr)
+        pooled = self.readout(torch.cat([h, h0], -1), batch, num_graphs)
+        return self.head(pooled)
+
+    def forward_batch(self, data) -> Tensor:
+        """Runs on a ``torch_geometric.data.Batch``."""
+        return self(data.x, data.edge_index, data.edge_attr, data.batch, data.num_graphs)
