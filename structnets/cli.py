@@ -7,7 +7,7 @@ import logging
 import sys
 
 from . import __version__
-from .tasks import palindrome
+from .tasks import molprop, palindrome
 
 __all__ = ["main", "build_parser"]
 
@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     palindrome.register(subparsers)
+    molprop.register(subparsers)
     return parser
 
 

@@ -1,0 +1,588 @@
+"""Molecule property datasets: a CSV reader, the MoleculeNet regression sets and QM9.
+
+Each loader names the dataset's canonical source and reads a local copy from the data
+directory (:mod:`structnets.data`); nothing is downloaded. Every molecule is featurised
+once, when the dataset is read, with :func:`structnets.chem.mol_to_graph`.
+
+Where a molecule came from is kept in :attr:`MoleculeDataset.rows`: for a CSV, the
+1-based line number of its record in the file (the header is line 1, so the first
+molecule is line 2, as an editor shows it); for QM9, the molecule's QM9 index (the
+number in ``dsgdb9nsd_NNNNNN``).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import enum
+import importlib.util
+import logging
+import math
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch_geometric.data import Data
+
+from ..data import dataset_path
+from ..training import check_finite
+from .featurize import (
+    FeaturizerConfig,
+    MoleculeError,
+    graph_from_smiles,
+    mol_from_smiles,
+    mol_to_graph,
+    mol_with_geometry,
+)
+
+__all__ = [
+    "SkippedRow",
+    "MoleculeDataset",
+    "read_molecule_csv",
+    "ESOL_URL",
+    "FREESOLV_URL",
+    "LIPOPHILICITY_URL",
+    "QM9_URL",
+    "QM9PACK_REQUIREMENT",
+    "load_esol",
+    "load_freesolv",
+    "load_lipophilicity",
+    "HARTREE_TO_EV",
+    "QM9_TARGETS",
+    "CHEMICAL_ACCURACY",
+    "QM9_CONFIG",
+    "QM9Source",
+    "load_qm9",
+]
+
+logger = logging.getLogger(__name__)
+
+_DEFAULT_CONFIG = FeaturizerConfig()
+
+# Largest float32; a finite float64 above it would become infinity in the targets tensor.
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
+class SkippedRow(NamedTuple):
+    """A row left out by a reader with ``skip_invalid=True``: where, the offending value, why."""
+
+    row: int
+    value: str
+    reason: str
+
+
+@dataclass(frozen=True, eq=False)
+class MoleculeDataset:
+    """Featurised molecules and their regression targets.
+
+    ``targets`` is the one place the targets live: the stored ``graphs`` carry none, and
+    ``dataset[i]`` returns a shallow copy of ``graphs[i]`` with ``y = targets[i : i + 1]``
+    attached, so the stored graphs never change and a dataset made with
+    ``dataclasses.replace`` (other target columns, standardised targets) stays consistent.
+
+    Attributes:
+        smiles: one SMILES per molecule, as read (surrounding whitespace removed).
+        graphs: one featurised graph per molecule (see :func:`structnets.chem.mol_to_graph`).
+        targets: ``[num_molecules, num_targets]`` float32.
+        target_names: one name per target column.
+        rows: where each molecule came from (see the module docstring).
+        skipped: the rows a reader left out, each with the offending value and the reason.
+        allow_missing_targets: NaN marks a missing target; without it NaN is an error.
+            Infinity is always an error.
+
+    Shapes:
+        dataset[i].y: ``[1, num_targets]``, so that a batch's ``y`` is ``[num_graphs, num_targets]``.
+    """
+
+    smiles: list[str]
+    graphs: list[Data]
+    targets: Tensor
+    target_names: list[str]
+    rows: list[int]
+    skipped: list[SkippedRow] = field(default_factory=list)
+    allow_missing_targets: bool = False
+
+    def __post_init__(self) -> None:
+        if self.targets.dim() != 2 or not self.targets.is_floating_point():
+            raise ValueError(f"targets must be a 2-D float tensor, got {self.targets.dim()}-D {self.targets.dtype}")
+        count = self.targets.shape[0]
+        sizes = {"smiles": len(self.smiles), "graphs": len(self.graphs), "rows": len(self.rows)}
+        if any(size != count for size in sizes.values()):
+            raise ValueError(f"targets has {count} rows but the lengths are {sizes}")
+        if len(self.target_names) != self.targets.shape[1]:
+            raise ValueError(f"{len(self.target_names)} target names for {self.targets.shape[1]} target columns")
+        if self.allow_missing_targets:
+            # NaN may mark a missing label; infinity never means anything.
+            check_finite(torch.nan_to_num(self.targets, nan=0.0, posinf=math.inf, neginf=-math.inf), "targets")
+        else:
+            check_finite(self.targets, "targets (pass allow_missing_targets=True if NaN marks a missing value)")
+
+    def __len__(self) -> int:
+        return len(self.graphs)
+
+    def __getitem__(self, index: int) -> Data:
+        index = range(len(self))[index]  # negative indices count from the end; IndexError past it
+        graph = copy.copy(self.graphs[index])
+        graph.y = self.targets[index : index + 1]
+        return graph
+
+    def __iter__(self) -> Iterator[Data]:
+        return (self[i] for i in range(len(self)))
+
+    def subset(self, indices: Sequence[int]) -> MoleculeDataset:
+        """The molecules at ``indices`` (for example one part of a split); ``skipped`` is not carried over."""
+        indices = list(indices)
+        return MoleculeDataset(
+            smiles=[self.smiles[i] for i in indices],
+            graphs=[self.graphs[i] for i in indices],
+            targets=self.targets[indices],
+            target_names=list(self.target_names),
+            rows=[self.rows[i] for i in indices],
+            allow_missing_targets=self.allow_missing_targets,
+        )
+
+
+# ---------------------------------------------------------------------------- CSV
+def _parse_target(text: str, column: str, allow_missing: bool) -> float:
+    """A target value, or a ValueError whose message names the column and the value."""
+    stripped = text.strip()
+    if not stripped:
+        if allow_missing:
+            return math.nan
+        raise ValueError(f"empty target in column {column!r}")
+    try:
+        value = float(stripped)
+    except ValueError:
+        raise ValueError(f"non-numeric target {text!r} in column {column!r}") from None
+    if math.isnan(value):
+        if allow_missing:
+            return value
+        raise ValueError(
+            f"NaN target {text!r} in column {column!r} (pass allow_missing_targets=True if NaN marks a missing value)"
+        )
+    if math.isinf(value) or abs(value) > _FLOAT32_MAX:
+        raise ValueError(f"infinite target {text!r} in column {column!r} (or beyond the float32 range)")
+    return value
+
+
+def read_molecule_csv(
+    path: str | Path,
+    smiles_column: str,
+    target_columns: Sequence[str],
+    config: FeaturizerConfig = _DEFAULT_CONFIG,
+    skip_invalid: bool = False,
+    *,
+    allow_missing_targets: bool = False,
+    limit: int | None = None,
+) -> MoleculeDataset:
+    """Reads and featurises a CSV with a header row, a SMILES column and numeric target columns.
+
+    Every invalid row (unparsable SMILES, non-numeric, NaN or infinite target, too few
+    fields) is an error naming the file, the line and the value; with ``skip_invalid=True``
+    it is left out instead, logged with ``logging.warning`` and recorded in ``skipped``.
+    Blank lines are ignored.
+
+    Args:
+        path: the CSV file (UTF-8, an optional byte-order mark is ignored).
+        smiles_column: header of the SMILES column.
+        target_columns: headers of the target columns, in the order of ``targets``.
+        config: featurisation.
+        skip_invalid: skip invalid rows instead of raising.
+        allow_missing_targets: read an empty or NaN target as NaN (a missing label).
+        limit: stop after this many molecules (for quick experiments and tests).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: empty file, missing column (the message lists the columns), no
+            molecules, or an invalid row without ``skip_invalid``
+            (:class:`MoleculeError` for an invalid SMILES).
+    """
+    if isinstance(target_columns, str):
+        raise TypeError(f"target_columns must be a sequence of column names, got the string {target_columns!r}")
+    if not target_columns:
+        raise ValueError("target_columns is empty: name at least one target column")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no CSV file at {path}")
+    smiles_list: list[str] = []
+    graphs: list[Data] = []
+    values: list[list[float]] = []
+    rows: list[int] = []
+    skipped: list[SkippedRow] = []
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        while header is not None and not any(name.strip() for name in header):
+            header = next(reader, None)
+        if header is None:
+            raise ValueError(f"{path} is empty: expected a header row naming the columns")
+        header = [name.strip() for name in header]
+        columns = []
+        for name in [smiles_column, *target_columns]:
+            if name not in header:
+                raise ValueError(f"{path}: no column {name!r}; the columns are {', '.join(map(repr, header))}")
+            columns.append(header.index(name))
+        smiles_index, target_indices = columns[0], columns[1:]
+        needed = max(columns) + 1
+        while limit is None or len(graphs) < limit:
+            line = reader.line_num + 1
+            record = next(reader, None)
+            if record is None:
+                break
+            if not record:
+                continue
+            value = ""  # the field being checked, reported if the row is invalid
+            try:
+                if len(record) < needed:
+                    value = ",".join(record)
+                    raise ValueError(f"{len(record)} fields, but the header has {len(header)}")
+                value = smiles = record[smiles_index].strip()
+                if not smiles:
+                    raise MoleculeError("empty SMILES")
+                target_row = []
+                for index in target_indices:
+                    value = record[index]
+                    target_row.append(_parse_target(value, header[index], allow_missing_targets))
+                value = smiles
+                graph = graph_from_smiles(smiles, config)
+            except ValueError as error:
+                if not skip_invalid:
+                    raise type(error)(f"{path}, line {line}: {error}") from error
+                logger.warning("%s, line %d: skipped %r: %s", path, line, value, error)
+                skipped.append(SkippedRow(line, value, str(error)))
+                continue
+            smiles_list.append(smiles)
+            graphs.append(graph)
+            values.append(target_row)
+            rows.append(line)
+    if not graphs:
+        detail = (
+            f"all {len(skipped)} rows were invalid; the first, line {skipped[0].row}: {skipped[0].reason}"
+            if skipped
+            else "no data rows"
+        )
+        raise ValueError(f"{path}: no molecules read ({detail})")
+    return MoleculeDataset(
+        smiles=smiles_list,
+        graphs=graphs,
+        targets=torch.tensor(values, dtype=torch.float32),
+        target_names=list(target_columns),
+        rows=rows,
+        skipped=skipped,
+        allow_missing_targets=allow_missing_targets,
+    )
+
+
+# ---------------------------------------------------------------------------- MoleculeNet
+ESOL_URL = "https://deepchemdata.s3-us-west-1.amazonaws.com/datasets/delaney-processed.csv"
+FREESOLV_URL = "https://deepchemdata.s3-us-west-1.amazonaws.com/datasets/SAMPL.csv"
+LIPOPHILICITY_URL = "https://deepchemdata.s3-us-west-1.amazonaws.com/datasets/Lipophilicity.csv"
+
+
+def load_esol(
+    data_dir: str | Path | None = None,
+    config: FeaturizerConfig = _DEFAULT_CONFIG,
+    *,
+    skip_invalid: bool = False,
+    limit: int | None = None,
+) -> MoleculeDataset:
+    """ESOL (Delaney 2004): 1,128 molecules, log10 aqueous solubility in mol/L.
+
+    Reads ``esol/delaney-processed.csv`` from the data directory (MoleculeNet's file,
+    :data:`ESOL_URL`); the target is ``measured log solubility in mols per litre``.
+    """
+    path = dataset_path("esol", "delaney-processed.csv", ESOL_URL, data_dir)
+    return read_molecule_csv(
+        path, "smiles", ["measured log solubility in mols per litre"], config, skip_invalid, limit=limit
+    )
+
+
+def load_freesolv(
+    data_dir: str | Path | None = None,
+    config: FeaturizerConfig = _DEFAULT_CONFIG,
+    *,
+    skip_invalid: bool = False,
+    limit: int | None = None,
+) -> MoleculeDataset:
+    """FreeSolv (Mobley and Guthrie 2014): 642 molecules, hydration free energy in kcal/mol.
+
+    Reads ``freesolv/SAMPL.csv`` (MoleculeNet's file, :data:`FREESOLV_URL`); SMILES in
+    ``smiles``, the experimental target in ``expt`` (``calc`` is a physics baseline).
+    """
+    path = dataset_path("freesolv", "SAMPL.csv", FREESOLV_URL, data_dir)
+    return read_molecule_csv(path, "smiles", ["expt"], config, skip_invalid, limit=limit)
+
+
+def load_lipophilicity(
+    data_dir: str | Path | None = None,
+    config: FeaturizerConfig = _DEFAULT_CONFIG,
+    *,
+    skip_invalid: bool = False,
+    limit: int | None = None,
+) -> MoleculeDataset:
+    """Lipophilicity (ChEMBL, via MoleculeNet): 4,200 molecules, octanol/water logD at pH 7.4.
+
+    Reads ``lipophilicity/Lipophilicity.csv`` (:data:`LIPOPHILICITY_URL`); columns
+    ``CMPD_CHEMBLID``, ``exp`` (the target) and ``smiles``.
+    """
+    path = dataset_path("lipophilicity", "Lipophilicity.csv", LIPOPHILICITY_URL, data_dir)
+    return read_molecule_csv(path, "smiles", ["exp"], config, skip_invalid, limit=limit)
+
+
+# ---------------------------------------------------------------------------- QM9
+QM9_URL = "https://ndownloader.figshare.com/files/3195389"
+QM9PACK_REQUIREMENT = "qm9pack==1.0.3"
+
+#: CODATA 2018 value, the one torch_geometric's QM9 uses.
+HARTREE_TO_EV = 27.211386246
+
+#: The 12 targets of Gilmer et al. (2017) and MoleculeNet, with the units the loader returns.
+QM9_TARGETS: dict[str, str] = {
+    "mu": "D",
+    "alpha": "bohr^3",
+    "homo": "eV",
+    "lumo": "eV",
+    "gap": "eV",
+    "r2": "bohr^2",
+    "zpve": "eV",
+    "u0": "eV",
+    "u298": "eV",
+    "h298": "eV",
+    "g298": "eV",
+    "cv": "cal/(mol K)",
+}
+
+#: Chemical accuracy per target as used by Gilmer et al. (2017), in the units of :data:`QM9_TARGETS`.
+CHEMICAL_ACCURACY: dict[str, float] = {
+    "mu": 0.1,
+    "alpha": 0.1,
+    "homo": 0.043,
+    "lumo": 0.043,
+    "gap": 0.043,
+    "r2": 1.2,
+    "zpve": 0.0012,
+    "u0": 0.043,
+    "u298": 0.043,
+    "h298": 0.043,
+    "g298": 0.043,
+    "cv": 0.050,
+}
+
+# Stored in Hartree in QM9; converted to eV as torch_geometric does.
+_HARTREE_TARGETS = frozenset({"homo", "lumo", "gap", "zpve", "u0", "u298", "h298", "g298"})
+
+# Column of each target in qm9pack's CSV files (names from qm9pack's own column help).
+_QM9PACK_COLUMNS = {
+    "mu": "Dipole_debye",
+    "alpha": "Polarizability_bohr3",
+    "homo": "HOMO_au",
+    "lumo": "LUMO_au",
+    "gap": "HOMO_LUMO_gap_au",
+    "r2": "R2_bohr2",
+    "zpve": "ZOVE_au",
+    "u0": "InternalEnergy_0K_au",
+    "u298": "InternalEnergy_298K_au",
+    "h298": "Enthalphy_298K_au",
+    "g298": "GibbsFreeEnergy_298K_au",
+    "cv": "Heatcapacity_Cv_cal_mol_K",
+}
+_QM9PACK_FILES = ("qm9_part1.csv", "qm9_part2.csv", "qm9_part3.csv")
+
+
+#: Gilmer et al.'s QM9 inputs: hydrogens as atoms and interatomic distances on the bonds.
+QM9_CONFIG = FeaturizerConfig(explicit_hydrogens=True, distances=True)
+
+
+class QM9Source(enum.Enum):
+    """Where :func:`load_qm9` reads QM9 from."""
+
+    #: ``qm9/qm9_subset5000.npz`` in the data directory: 5,000 random molecules with geometries.
+    SUBSET = "subset"
+    #: All 130,831 molecules from the ``qm9pack`` package's CSV files (``pip install qm9pack==1.0.3``).
+    QM9PACK = "qm9pack"
+
+
+class _QM9Record(NamedTuple):
+    index: int
+    smiles: str
+    atomic_numbers: list[int]
+    positions: Tensor
+    raw_targets: list[float]  # in QM9's own units, in the order asked for
+
+
+def load_qm9(
+    data_dir: str | Path | None = None,
+    config: FeaturizerConfig = QM9_CONFIG,
+    *,
+    source: QM9Source = QM9Source.SUBSET,
+    targets: Sequence[str] = tuple(QM9_TARGETS),
+    skip_invalid: bool = False,
+    limit: int | None = None,
+) -> MoleculeDataset:
+    """QM9 (Ramakrishnan et al. 2014) with DFT geometries; energies converted to eV.
+
+    The bonds, bond orders and charges come from QM9's SMILES, and the coordinates from
+    the DFT geometry. QM9's geometry files list the atoms in their own order, which for
+    about 0.3% of molecules differs from that of the SMILES with hydrogens added (atoms
+    of charged groups, for example), so the atoms are matched by
+    :func:`structnets.chem.mol_with_geometry`, not assumed to be in the same order. Bond
+    perception from the geometry alone (rdkit's DetermineBonds) is not used, because it
+    fails on about 3% of QM9, its strained cages.
+
+    The default ``config`` is :data:`QM9_CONFIG`, Gilmer et al.'s: explicit hydrogens and
+    distances (add ``complete_graph=True`` for their complete-graph variant).
+
+    Args:
+        data_dir: the data directory (for :attr:`QM9Source.SUBSET`).
+        config: featurisation.
+        source: the 5,000-molecule subset in the data directory, or the full set from qm9pack.
+        targets: names from :data:`QM9_TARGETS`, in the order of the targets tensor.
+        skip_invalid: skip molecules whose SMILES cannot be read or matched to the geometry.
+        limit: read only the first molecules (for quick experiments and tests).
+
+    Raises:
+        FileNotFoundError: the subset is not in the data directory.
+        ImportError: qm9pack is asked for and not installed.
+        ValueError: an unknown target name, or an invalid molecule without ``skip_invalid``.
+    """
+    if isinstance(targets, str):
+        raise TypeError(f"targets must be a sequence of target names, got the string {targets!r}")
+    unknown = [t for t in targets if t not in QM9_TARGETS]
+    if unknown or not targets:
+        raise ValueError(f"unknown QM9 target(s) {unknown}; choose from {', '.join(QM9_TARGETS)}")
+    if source is QM9Source.SUBSET:
+        where = dataset_path(
+            "qm9",
+            "qm9_subset5000.npz",
+            f"{QM9_URL} (the subset file is made from the qm9pack package; see the MANIFEST of the data directory)",
+            data_dir,
+        )
+        records = _read_qm9_subset(where, targets, limit)
+    else:
+        where = _qm9pack_folder()
+        records = _read_qm9pack(where, targets, limit)
+
+    smiles_list, graphs, values, rows, skipped = [], [], [], [], []
+    scale = torch.tensor([HARTREE_TO_EV if t in _HARTREE_TARGETS else 1.0 for t in targets], dtype=torch.float64)
+    for record in records:
+        try:
+            mol = mol_with_geometry(mol_from_smiles(record.smiles), record.atomic_numbers, record.positions)
+            graph = mol_to_graph(mol, config)
+        except MoleculeError as error:
+            message = f"QM9 molecule {record.index} ({record.smiles!r}): {error}"
+            if not skip_invalid:
+                raise MoleculeError(f"{where}: {message}") from error
+            logger.warning("%s: skipped %s", where, message)
+            skipped.append(SkippedRow(record.index, record.smiles, str(error)))
+            continue
+        smiles_list.append(record.smiles)
+        graphs.append(graph)
+        values.append(record.raw_targets)
+        rows.append(record.index)
+    if not graphs:
+        raise ValueError(f"{where}: no QM9 molecules read")
+    raw = torch.tensor(values, dtype=torch.float64)
+    check_finite(raw, f"{where}: QM9 targets")
+    return MoleculeDataset(
+        smiles=smiles_list,
+        graphs=graphs,
+        targets=(raw * scale).to(torch.float32),
+        target_names=list(targets),
+        rows=rows,
+        skipped=skipped,
+    )
+
+
+def _read_qm9_subset(path: Path, targets: Sequence[str], limit: int | None) -> Iterator[_QM9Record]:
+    """Molecules of the subset npz (schema in the data directory's MANIFEST)."""
+    with np.load(path) as archive:
+        arrays = {
+            name: archive[name]
+            for name in ("index", "ptr", "z", "pos", "targets", "target_names", "target_units", "smiles")
+        }
+    names = [str(n) for n in arrays["target_names"]]
+    units = [str(u) for u in arrays["target_units"]]
+    columns = [names.index(t) for t in targets]
+    for t, column in zip(targets, columns):
+        # Guards against a file that is already in eV, which would be converted twice.
+        expected = "Hartree" if t in _HARTREE_TARGETS else None
+        if expected is not None and units[column] != expected:
+            raise ValueError(f"{path}: target {t!r} is in {units[column]!r}, expected {expected!r}")
+    count = len(arrays["index"]) if limit is None else min(limit, len(arrays["index"]))
+    ptr, z, pos = arrays["ptr"], arrays["z"], torch.from_numpy(arrays["pos"].astype(np.float64))
+    for i in range(count):
+        start, end = int(ptr[i]), int(ptr[i + 1])
+        yield _QM9Record(
+            index=int(arrays["index"][i]),
+            smiles=str(arrays["smiles"][i]),
+            atomic_numbers=z[start:end].tolist(),
+            positions=pos[start:end],
+            raw_targets=arrays["targets"][i, columns].tolist(),
+        )
+
+
+def _qm9pack_folder() -> Path:
+    """qm9pack's data folder, found without importing qm9pack (its import needs pandas)."""
+    spec = importlib.util.find_spec("qm9pack")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(
+            f"the full QM9 set is read from the qm9pack package, which is not installed: "
+            f"pip install {QM9PACK_REQUIREMENT} (about 226 MB), or use QM9Source.SUBSET"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations))) / "data"
+    missing = [name for name in _QM9PACK_FILES if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"qm9pack is installed but {folder} lacks {', '.join(missing)}; reinstall {QM9PACK_REQUIREMENT}"
+        )
+    return folder
+
+
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+_SYMBOL = re.compile(r"[A-Z][a-z]?")
+
+
+def _read_qm9pack(folder: Path, targets: Sequence[str], limit: int | None) -> Iterator[_QM9Record]:
+    """Molecules of qm9pack's CSV files: ``Index``, ``SMILES``, ``Elements``, ``XYZ_Ang`` and the properties.
+
+    ``Elements`` is a list of symbols and ``XYZ_Ang`` the coordinates, each written as a
+    Python-style list; both are read with regular expressions rather than ``eval``.
+    """
+    table = {symbol: number for number, symbol in enumerate(["", "H", "He", "Li", "Be", "B", "C", "N", "O", "F"])}
+    count = 0
+    for name in _QM9PACK_FILES:
+        path = folder / name
+        with path.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            needed = ["Index", "SMILES", "Elements", "XYZ_Ang", *(_QM9PACK_COLUMNS[t] for t in targets)]
+            missing = [c for c in needed if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ValueError(f"{path}: no column(s) {missing}; the columns are {reader.fieldnames}")
+            for record in reader:
+                if limit is not None and count >= limit:
+                    return
+                line = reader.line_num
+                symbols = _SYMBOL.findall(record["Elements"])
+                coordinates = [float(v) for v in _NUMBER.findall(record["XYZ_Ang"].replace("*^", "e"))]
+                if not symbols or len(coordinates) != 3 * len(symbols) or any(s not in table for s in symbols):
+                    raise ValueError(
+                        f"{path}, line {line}: cannot read {len(symbols)} atoms from Elements {record['Elements'][:80]!r} "
+                        f"and XYZ_Ang {record['XYZ_Ang'][:80]!r}"
+                    )
+                try:
+                    raw = [float(record[_QM9PACK_COLUMNS[t]].replace("*^", "e")) for t in targets]
+                except ValueError as error:
+                    raise ValueError(f"{path}, line {line}: non-numeric target: {error}") from None
+                count += 1
+                yield _QM9Record(
+                    index=int(record["Index"]),
+                    smiles=record["SMILES"].strip(),
+                    atomic_numbers=[table[s] for s in symbols],
+                    positions=torch.tensor(coordinates, dtype=torch.float64).reshape(-1, 3),
+                    raw_targets=raw,
+                )

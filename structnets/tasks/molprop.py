@@ -1,0 +1,581 @@
+"""Molecular property prediction with the MPNN: training, evaluation, prediction, CLI.
+
+``structnets molprop train`` reads molecules (a CSV with a SMILES column, or a named
+dataset), featurises them with rdkit, splits them, standardises each regression target on
+the training split, trains :class:`structnets.models.MPNN` with early stopping on the
+validation loss, and writes to ``--out``:
+
+* ``metrics.json``: per split (train/val/test) and target, RMSE, MAE and R^2 in the
+  target's own units (accuracy and ROC-AUC for classification);
+* ``model.pt``: a checkpoint that loads with ``weights_only=True`` and carries everything
+  needed to rebuild the model and its featuriser;
+* ``predictions.csv`` and ``parity.png``.
+
+``structnets molprop predict`` writes one output row per input row, in order, with an
+``error`` column for molecules it could not featurise.
+
+Training also runs across processes under ``torchrun`` (DistributedDataParallel, gloo on
+CPU, nccl on GPU); rank 0 writes the outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import dataclasses
+import enum
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torch_geometric.loader import DataLoader
+from tqdm.auto import tqdm
+
+from ..chem import (
+    FeaturizerConfig,
+    MoleculeDataset,
+    MoleculeError,
+    atom_feature_size,
+    bond_feature_size,
+    graph_from_smiles,
+    load_esol,
+    load_freesolv,
+    load_lipophilicity,
+    load_qm9,
+    random_split,
+    read_molecule_csv,
+    read_split_json,
+    scaffold_split,
+)
+from ..models import MPNN, MPNNConfig
+from ..training import clip_gradients, load_checkpoint
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Task", "SplitKind", "MolpropConfig", "train", "predict", "register"]
+
+SPLITS = ("train", "val", "test")
+
+
+class Task(enum.Enum):
+    REGRESSION = "regression"
+    CLASSIFICATION = "classification"
+
+
+class SplitKind(enum.Enum):
+    RANDOM = "random"
+    SCAFFOLD = "scaffold"
+
+
+DATASETS = {"esol": load_esol, "freesolv": load_freesolv, "lipophilicity": load_lipophilicity, "qm9": load_qm9}
+
+
+@dataclasses.dataclass(frozen=True)
+class MolpropConfig:
+    """One training run. Sizes default to Gilmer et al.'s shape, scaled for a CPU."""
+
+    data: str | None = None
+    dataset: str | None = None
+    smiles_column: str = "smiles"
+    target_columns: tuple[str, ...] = ()
+    data_dir: str | None = None
+    limit: int | None = None
+    task: Task = Task.REGRESSION
+    split: SplitKind = SplitKind.RANDOM
+    split_indices: str | None = None
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    explicit_hydrogens: bool = False
+    distances: bool = False
+    complete_graph: bool = False
+    skip_invalid: bool = False
+    hidden_size: int = 64
+    rounds: int = 3
+    edge_hidden_size: int = 128
+    set2set_steps: int = 3
+    readout_hidden_size: int = 256
+    dropout: float = 0.0
+    epochs: int = 50
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 20
+    grad_clip_norm: float | None = 10.0
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if (self.data is None) == (self.dataset is None):
+            raise ValueError("give exactly one of --data FILE.csv and --dataset NAME")
+        if self.dataset is not None and self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; choose from {', '.join(DATASETS)}")
+        if self.data is not None and not self.target_columns:
+            raise ValueError("--data needs at least one --target-column")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be positive, got {self.epochs} and {self.batch_size}")
+        if len(self.fractions) != 3 or any(f < 0 for f in self.fractions) or abs(sum(self.fractions) - 1) > 1e-6:
+            raise ValueError(f"split fractions must be three non-negative numbers summing to 1, got {self.fractions}")
+
+    @property
+    def featurizer(self) -> FeaturizerConfig:
+        return FeaturizerConfig(
+            explicit_hydrogens=self.explicit_hydrogens, distances=self.distances, complete_graph=self.complete_graph
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["task"], out["split"] = self.task.value, self.split.value
+        out["target_columns"], out["fractions"] = list(self.target_columns), list(self.fractions)
+        return out
+
+
+# ---------------------------------------------------------------------------- distributed
+@dataclasses.dataclass(frozen=True)
+class _Distributed:
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+@contextlib.contextmanager
+def _distributed(device: torch.device) -> Iterator[_Distributed]:
+    """Joins the torchrun process group when launched by torchrun, else a no-op."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        yield _Distributed()
+        return
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    torch.distributed.init_process_group(backend)
+    try:
+        yield _Distributed(torch.distributed.get_rank(), world_size)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+# ---------------------------------------------------------------------------- data
+def load_dataset(config: MolpropConfig) -> MoleculeDataset:
+    if config.dataset is not None:
+        loader = DATASETS[config.dataset]
+        kwargs: dict[str, Any] = {"data_dir": config.data_dir, "config": config.featurizer}
+        if config.limit is not None:
+            kwargs["limit"] = config.limit
+        dataset = loader(**kwargs)
+        if config.target_columns:
+            missing = [t for t in config.target_columns if t not in dataset.target_names]
+            if missing:
+                raise ValueError(
+                    f"{config.dataset} has no target {missing[0]!r}; it has {', '.join(dataset.target_names)}"
+                )
+            keep = [dataset.target_names.index(t) for t in config.target_columns]
+            dataset = dataclasses.replace(
+                dataset, targets=dataset.targets[:, keep], target_names=list(config.target_columns)
+            )
+        return dataset
+    return read_molecule_csv(
+        Path(config.data),
+        config.smiles_column,
+        list(config.target_columns),
+        config.featurizer,
+        skip_invalid=config.skip_invalid,
+    )
+
+
+def make_split(config: MolpropConfig, dataset: MoleculeDataset) -> dict[str, list[int]]:
+    if config.split_indices is not None:
+        return read_split_json(Path(config.split_indices), len(dataset))
+    if config.split is SplitKind.SCAFFOLD:
+        return scaffold_split(dataset.smiles, config.fractions, seed=config.seed)
+    return random_split(len(dataset), config.fractions, seed=config.seed)
+
+
+@dataclasses.dataclass(frozen=True)
+class Scaler:
+    """Per-target standardisation fitted on the training split (identity for classification)."""
+
+    mean: Tensor
+    std: Tensor
+
+    @classmethod
+    def fit(cls, targets: Tensor, task: Task) -> Scaler:
+        if task is Task.CLASSIFICATION:
+            return cls(torch.zeros(targets.shape[1]), torch.ones(targets.shape[1]))
+        std = targets.std(0, unbiased=False)
+        return cls(targets.mean(0), torch.where(std > 0, std, torch.ones_like(std)))
+
+    def transform(self, y: Tensor) -> Tensor:
+        return (y - self.mean.to(y)) / self.std.to(y)
+
+    def inverse(self, y: Tensor) -> Tensor:
+        return y * self.std.to(y) + self.mean.to(y)
+
+
+# ---------------------------------------------------------------------------- metrics
+def _roc_auc(scores: Tensor, labels: Tensor) -> float:
+    """ROC-AUC as the Mann-Whitney statistic (ties get average ranks); NaN with one class."""
+    positives = labels > 0.5
+    n_pos, n_neg = int(positives.sum()), int((~positives).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = torch.argsort(scores)
+    ranks = torch.empty_like(scores, dtype=torch.double)
+    ranks[order] = torch.arange(1, len(scores) + 1, dtype=torch.double)
+    sorted_scores = scores[order]
+    _, inverse, counts = torch.unique_consecutive(sorted_scores, return_inverse=True, return_counts=True)
+    ends = torch.cumsum(counts, 0).double()
+    average = ends - (counts.double() - 1) / 2
+    ranks[order] = average[inverse]
+    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def regression_metrics(pred: Tensor, true: Tensor, names: Sequence[str]) -> dict[str, dict[str, float]]:
+    out = {}
+    for k, name in enumerate(names):
+        error = pred[:, k] - true[:, k]
+        total = ((true[:, k] - true[:, k].mean()) ** 2).sum()
+        out[name] = {
+            "rmse": float(error.pow(2).mean().sqrt()),
+            "mae": float(error.abs().mean()),
+            "r2": float(1 - error.pow(2).sum() / total) if total > 0 else float("nan"),
+        }
+    return out
+
+
+def classification_metrics(logits: Tensor, true: Tensor, names: Sequence[str]) -> dict[str, dict[str, float]]:
+    return {
+        name: {
+            "accuracy": float(((logits[:, k] > 0).float() == true[:, k]).float().mean()),
+            "roc_auc": _roc_auc(logits[:, k], true[:, k]),
+        }
+        for k, name in enumerate(names)
+    }
+
+
+# ---------------------------------------------------------------------------- training
+def build_model(config: MolpropConfig, num_targets: int) -> MPNN:
+    featurizer = config.featurizer
+    return MPNN(
+        MPNNConfig(
+            atom_features=atom_feature_size(featurizer),
+            bond_features=bond_feature_size(featurizer),
+            num_targets=num_targets,
+            hidden_size=config.hidden_size,
+            rounds=config.rounds,
+            edge_hidden_size=config.edge_hidden_size,
+            set2set_steps=config.set2set_steps,
+            readout_hidden_size=config.readout_hidden_size,
+            dropout=config.dropout,
+        )
+    )
+
+
+def _loss(output: Tensor, target: Tensor, task: Task) -> Tensor:
+    if task is Task.CLASSIFICATION:
+        return F.binary_cross_entropy_with_logits(output, target)
+    return F.mse_loss(output, target)
+
+
+@torch.no_grad()
+def _predict_graphs(model: nn.Module, graphs: list, batch_size: int, device: torch.device) -> Tensor:
+    model.eval()
+    outputs = []
+    for batch in DataLoader(graphs, batch_size=batch_size, shuffle=False):
+        outputs.append(_unwrap(model).forward_batch(batch.to(device)).cpu())
+    return torch.cat(outputs) if outputs else torch.zeros(0, _unwrap(model).config.num_targets)
+
+
+def _unwrap(model: nn.Module) -> MPNN:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def train(config: MolpropConfig, out_dir: Path, progress: bool = True) -> dict[str, Any]:
+    """Trains, evaluates and writes the run's outputs; returns the metrics."""
+    device = torch.device(config.device)
+    torch.manual_seed(config.seed)
+    started = time.perf_counter()
+    dataset = load_dataset(config)
+    split = make_split(config, dataset)
+    if not split["train"] or not split["val"]:
+        raise ValueError(f"the split leaves no molecules for training or validation ({len(dataset)} molecules)")
+    names = list(dataset.target_names)
+    targets = dataset.targets
+    scaler = Scaler.fit(targets[split["train"]], config.task)
+    graphs = []
+    for index, graph in enumerate(dataset.graphs):
+        graph = graph.clone()
+        graph.y = scaler.transform(targets[index : index + 1])
+        graphs.append(graph)
+
+    with _distributed(device) as dist:
+        model = build_model(config, len(names)).to(device)
+        if dist.world_size > 1:
+            model = nn.parallel.DistributedDataParallel(model)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.7, patience=5, min_lr=1e-5)
+        train_graphs = [graphs[i] for i in split["train"]]
+        sampler = None
+        if dist.world_size > 1:
+            sampler = torch.utils.data.distributed.DistributedSampler(train_graphs, seed=config.seed)
+        generator = torch.Generator().manual_seed(config.seed)
+        loader = DataLoader(
+            train_graphs, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler, generator=generator
+        )
+        best_val, best_state, best_epoch, stale, history = math.inf, None, 0, 0, []
+        bar = tqdm(range(1, config.epochs + 1), desc="molprop", disable=not (progress and dist.main), unit="epoch")
+        for epoch in bar:
+            if sampler is not None:
+                sampler.set_epoch(epoch)
+            model.train()
+            total, count = 0.0, 0
+            for batch in loader:
+                batch = batch.to(device)
+                optimizer.zero_grad(set_to_none=True)
+                loss = _loss(
+                    model(batch.x, batch.edge_index, batch.edge_attr, batch.batch, batch.num_graphs),
+                    batch.y,
+                    config.task,
+                )
+                loss.backward()
+                clip_gradients(model, config.grad_clip_norm)
+                optimizer.step()
+                total += loss.item() * batch.num_graphs
+                count += batch.num_graphs
+            val_out = _predict_graphs(model, [graphs[i] for i in split["val"]], config.batch_size * 2, device)
+            val_loss = float(_loss(val_out, scaler.transform(targets[split["val"]]), config.task))
+            scheduler.step(val_loss)
+            history.append({"epoch": epoch, "train_loss": total / max(count, 1), "val_loss": val_loss})
+            bar.set_postfix(train=f"{total / max(count, 1):.4f}", val=f"{val_loss:.4f}")
+            if val_loss < best_val:
+                best_val, best_epoch, stale = val_loss, epoch, 0
+                best_state = {k: v.detach().clone() for k, v in _unwrap(model).state_dict().items()}
+            else:
+                stale += 1
+                if stale >= config.patience:
+                    logger.info("early stopping at epoch %d (best %d)", epoch, best_epoch)
+                    break
+        if best_state is not None:
+            _unwrap(model).load_state_dict(best_state)
+        if not dist.main:
+            return {}
+        predictions = {
+            name: scaler.inverse(_predict_graphs(model, [graphs[i] for i in split[name]], 64, device))
+            if config.task is Task.REGRESSION
+            else _predict_graphs(model, [graphs[i] for i in split[name]], 64, device)
+            for name in SPLITS
+        }
+    metrics_fn = regression_metrics if config.task is Task.REGRESSION else classification_metrics
+    metrics: dict[str, Any] = {
+        name: metrics_fn(predictions[name], targets[split[name]], names) if split[name] else {} for name in SPLITS
+    }
+    metrics.update(
+        best_epoch=best_epoch,
+        epochs_run=len(history),
+        train_seconds=time.perf_counter() - started,
+        num_molecules={name: len(split[name]) for name in SPLITS},
+        skipped_rows=[list(s) for s in dataset.skipped],
+        history=history,
+        config=config.to_dict(),
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    torch.save(
+        {
+            "state_dict": _unwrap(model).state_dict(),
+            "config": config.to_dict(),
+            "model_config": dataclasses.asdict(_unwrap(model).config),
+            "target_names": names,
+            "scaler_mean": scaler.mean,
+            "scaler_std": scaler.std,
+        },
+        out_dir / "model.pt",
+    )
+    _write_predictions(out_dir / "predictions.csv", dataset, split, predictions, names)
+    _parity_plot(out_dir / "parity.png", predictions, {n: targets[split[n]] for n in SPLITS}, names, config.task)
+    return metrics
+
+
+def _write_predictions(path: Path, dataset: MoleculeDataset, split, predictions, names) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["split", "row", "smiles"] + [f"{n}_true" for n in names] + [f"{n}_pred" for n in names])
+        for name in SPLITS:
+            for k, index in enumerate(split[name]):
+                writer.writerow(
+                    [name, dataset.rows[index], dataset.smiles[index]]
+                    + [f"{float(v):.6g}" for v in dataset.targets[index]]
+                    + [f"{float(v):.6g}" for v in predictions[name][k]]
+                )
+
+
+def _parity_plot(path: Path, predictions, truths, names, task: Task) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = min(len(names), 4)
+    rows = math.ceil(len(names) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 4 * rows), squeeze=False)
+    for k, name in enumerate(names):
+        ax = axes[k // columns][k % columns]
+        for split_name, colour in zip(SPLITS, ("#bbbbbb", "#1f77b4", "#d62728")):
+            if len(truths[split_name]):
+                ax.scatter(
+                    truths[split_name][:, k], predictions[split_name][:, k], s=6, c=colour, label=split_name, alpha=0.7
+                )
+        low = min(float(t[:, k].min()) for t in truths.values() if len(t))
+        high = max(float(t[:, k].max()) for t in truths.values() if len(t))
+        if task is Task.REGRESSION:
+            ax.plot([low, high], [low, high], "k--", lw=1)
+        ax.set_xlabel(f"true {name}")
+        ax.set_ylabel(f"predicted {name}" if task is Task.REGRESSION else f"logit {name}")
+        ax.legend(loc="upper left", fontsize=8)
+    for k in range(len(names), rows * columns):
+        axes[k // columns][k % columns].axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------- prediction
+def load_model(model_dir: Path, device: str = "cpu") -> tuple[MPNN, MolpropConfig, Scaler, list[str]]:
+    checkpoint = load_checkpoint(Path(model_dir) / "model.pt", map_location=device)
+    raw = dict(checkpoint["config"])
+    raw["task"], raw["split"] = Task(raw["task"]), SplitKind(raw["split"])
+    raw["target_columns"], raw["fractions"] = tuple(raw["target_columns"]), tuple(raw["fractions"])
+    config = MolpropConfig(**raw)
+    model = MPNN(MPNNConfig(**checkpoint["model_config"]))
+    model.load_state_dict(checkpoint["state_dict"])
+    return (
+        model.to(device).eval(),
+        config,
+        Scaler(checkpoint["scaler_mean"], checkpoint["scaler_std"]),
+        checkpoint["target_names"],
+    )
+
+
+def predict(model_dir: Path, data: Path, smiles_column: str, out: Path, batch_size: int = 64) -> int:
+    """Predicts every row of ``data``; returns the number of rows that could not be featurised."""
+    model, config, scaler, names = load_model(model_dir)
+    with Path(data).open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None or smiles_column not in reader.fieldnames:
+            raise ValueError(f"{data}: no column {smiles_column!r}; columns are {', '.join(reader.fieldnames or [])}")
+        rows = list(reader)
+    graphs, errors = [], []
+    for row in rows:
+        try:
+            graphs.append(graph_from_smiles(row[smiles_column], config.featurizer))
+            errors.append("")
+        except MoleculeError as error:
+            graphs.append(None)
+            errors.append(str(error))
+    good = [g for g in graphs if g is not None]
+    outputs = _predict_graphs(model, good, batch_size, torch.device("cpu")) if good else torch.zeros(0, len(names))
+    if config.task is Task.REGRESSION:
+        outputs = scaler.inverse(outputs)
+    else:
+        outputs = torch.sigmoid(outputs)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["row", smiles_column] + names + ["error"])
+        values = iter(outputs.tolist())
+        for number, (row, graph, error) in enumerate(zip(rows, graphs, errors), start=1):
+            predicted = [f"{v:.6g}" for v in next(values)] if graph is not None else [""] * len(names)
+            writer.writerow([number, row[smiles_column]] + predicted + [error])
+    return sum(1 for e in errors if e)
+
+
+# ---------------------------------------------------------------------------- CLI
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("molprop", help="molecular property prediction with the MPNN")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    tr = actions.add_parser("train", help="train an MPNN and write metrics, checkpoint, predictions and a parity plot")
+    source = tr.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="CSV file with a SMILES column and target columns")
+    source.add_argument("--dataset", choices=sorted(DATASETS), help="a named dataset read from the data directory")
+    tr.add_argument("--smiles-column", default="smiles")
+    tr.add_argument("--target-column", action="append", default=[], dest="target_columns")
+    tr.add_argument("--data-dir", help="data directory (default: $STRUCTNETS_DATA_DIR)")
+    tr.add_argument("--limit", type=int, help="use the first N molecules of a named dataset")
+    tr.add_argument("--task", choices=[t.value for t in Task], default=Task.REGRESSION.value)
+    tr.add_argument("--split", choices=[s.value for s in SplitKind], default=SplitKind.RANDOM.value)
+    tr.add_argument("--split-indices", help='JSON file {"train": [...], "val": [...], "test": [...]} of row indices')
+    tr.add_argument("--explicit-hydrogens", action="store_true")
+    tr.add_argument("--distances", action="store_true", help="interatomic distances as edge features (3D data)")
+    tr.add_argument("--complete-graph", action="store_true", help="every atom pair an edge (3D data)")
+    tr.add_argument("--skip-invalid", action="store_true", help="skip and report invalid rows instead of failing")
+    for name, kind, default in [
+        ("epochs", int, 50),
+        ("batch-size", int, 32),
+        ("lr", float, 1e-3),
+        ("hidden-size", int, 64),
+        ("rounds", int, 3),
+        ("patience", int, 20),
+        ("seed", int, 0),
+    ]:
+        tr.add_argument(f"--{name}", type=kind, default=default)
+    tr.add_argument("--device", default="cpu")
+    tr.add_argument("--out", required=True, type=Path)
+    tr.add_argument("--no-progress", action="store_true")
+    tr.set_defaults(func=_train_cli)
+    pr = actions.add_parser("predict", help="predict with a trained model; one output row per input row")
+    pr.add_argument("--model", required=True, type=Path, help="a run directory written by molprop train")
+    pr.add_argument("--data", required=True, type=Path)
+    pr.add_argument("--smiles-column", default="smiles")
+    pr.add_argument("--out", required=True, type=Path)
+    pr.set_defaults(func=_predict_cli)
+    return parser
+
+
+def _train_cli(args: argparse.Namespace) -> int:
+    config = MolpropConfig(
+        data=args.data,
+        dataset=args.dataset,
+        smiles_column=args.smiles_column,
+        target_columns=tuple(args.target_columns),
+        data_dir=args.data_dir,
+        limit=args.limit,
+        task=Task(args.task),
+        split=SplitKind(args.split),
+        split_indices=args.split_indices,
+        explicit_hydrogens=args.explicit_hydrogens,
+        distances=args.distances,
+        complete_graph=args.complete_graph,
+        skip_invalid=args.skip_invalid,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        hidden_size=args.hidden_size,
+        rounds=args.rounds,
+        patience=args.patience,
+        seed=args.seed,
+        device=args.device,
+    )
+    metrics = train(config, args.out, progress=not args.no_progress)
+    if metrics:
+        for name, values in metrics["test"].items():
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items())
+            print(f"test {name}: {shown}")
+        for row, value, reason in metrics["skipped_rows"]:
+            print(f"skipped row {row} ({value!r}): {reason}")
+        print(f"wrote {args.out}/metrics.json, model.pt, predictions.csv, parity.png")
+    return 0
+
+
+def _predict_cli(args: argparse.Namespace) -> int:
+    failed = predict(args.model, args.data, args.smiles_column, args.out)
+    print(f"wrote {args.out}" + (f" ({failed} row(s) could not be featurised; see the error column)" if failed else ""))
+    return 0

@@ -1,0 +1,170 @@
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from structnets.cli import main
+from structnets.tasks.molprop import MolpropConfig, _roc_auc, predict, train
+
+SMALL = dict(epochs=2, batch_size=16, hidden_size=16, edge_hidden_size=16, readout_hidden_size=32, rounds=2)
+
+
+def _csv(path, rows, header=("smiles", "y")):
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def esol_run(tmp_path, data_dir):
+    config = MolpropConfig(dataset="esol", data_dir=str(data_dir), limit=80, **SMALL)
+    metrics = train(config, tmp_path / "run", progress=False)
+    return config, metrics, tmp_path / "run"
+
+
+def test_train_writes_metrics_checkpoint_predictions_and_plot(esol_run):
+    _, metrics, run = esol_run
+    on_disk = json.loads((run / "metrics.json").read_text())
+    for split in ("train", "val", "test"):
+        values = on_disk[split]["measured log solubility in mols per litre"]
+        assert set(values) == {"rmse", "mae", "r2"}
+        assert values["rmse"] >= values["mae"] > 0
+    assert on_disk["num_molecules"] == {"train": 64, "val": 8, "test": 8}
+    checkpoint = torch.load(run / "model.pt", weights_only=True)
+    assert checkpoint["target_names"] == ["measured log solubility in mols per litre"]
+    with (run / "predictions.csv").open() as handle:
+        assert len(list(csv.DictReader(handle))) == 80
+    assert (run / "parity.png").stat().st_size > 1000
+
+
+def test_same_seed_same_numbers(esol_run, tmp_path):
+    config, metrics, _ = esol_run
+    again = train(config, tmp_path / "again", progress=False)
+    assert again["test"] == metrics["test"]
+
+
+def test_predict_keeps_every_row_in_order(esol_run, tmp_path):
+    _, _, run = esol_run
+    data = _csv(tmp_path / "new.csv", [["CCO"], ["not-a-smiles"], ["c1ccccc1"]], header=("smiles",))
+    failed = predict(run, data, "smiles", tmp_path / "out.csv")
+    assert failed == 1
+    rows = list(csv.DictReader((tmp_path / "out.csv").open()))
+    assert [r["smiles"] for r in rows] == ["CCO", "not-a-smiles", "c1ccccc1"]
+    assert rows[1]["error"] and "not-a-smiles" in rows[1]["error"]
+    assert rows[0]["error"] == "" and rows[2]["error"] == ""
+    predicted = [float(r["measured log solubility in mols per litre"]) for r in (rows[0], rows[2])]
+    assert all(-20 < p < 20 for p in predicted)
+    assert rows[1]["measured log solubility in mols per litre"] == ""
+
+
+def test_user_csv_with_invalid_rows(tmp_path, capsys):
+    good = [["CCO", "1.0"], ["CCC", "2.0"], ["CCN", "0.5"], ["c1ccccc1", "3.0"], ["CC(=O)O", "1.5"]] * 4
+    rows = good[:7] + [["C1CC", "1.0"]] + good[7:]
+    data = _csv(tmp_path / "mols.csv", rows)
+    code = main(
+        [
+            "molprop",
+            "train",
+            "--data",
+            str(data),
+            "--target-column",
+            "y",
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path / "r"),
+            "--no-progress",
+        ]
+    )
+    assert code == 2
+    assert "mols.csv" in capsys.readouterr().err
+    code = main(
+        [
+            "molprop",
+            "train",
+            "--data",
+            str(data),
+            "--target-column",
+            "y",
+            "--epochs",
+            "1",
+            "--skip-invalid",
+            "--hidden-size",
+            "8",
+            "--out",
+            str(tmp_path / "r"),
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert [row[0] for row in metrics["skipped_rows"]] == [9]  # line 9: header is line 1
+    assert "skipped row 9" in capsys.readouterr().out
+
+
+def test_split_indices_file(tmp_path, data_dir):
+    split = {"train": list(range(0, 30)), "val": list(range(30, 40)), "test": [40, 41, 42]}
+    (tmp_path / "split.json").write_text(json.dumps(split))
+    config = MolpropConfig(
+        dataset="freesolv", data_dir=str(data_dir), limit=50, split_indices=str(tmp_path / "split.json"), **SMALL
+    )
+    metrics = train(config, tmp_path / "run", progress=False)
+    assert metrics["num_molecules"] == {"train": 30, "val": 10, "test": 3}
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="exactly one"):
+        MolpropConfig()
+    with pytest.raises(ValueError, match="target-column"):
+        MolpropConfig(data="x.csv")
+    with pytest.raises(ValueError, match="unknown dataset"):
+        MolpropConfig(dataset="tox21")
+
+
+def test_roc_auc_matches_pairwise_count():
+    scores = torch.tensor([0.1, 0.4, 0.35, 0.8, 0.4])
+    labels = torch.tensor([0.0, 0.0, 1.0, 1.0, 1.0])
+    pairs = [(p, n) for p in scores[labels == 1] for n in scores[labels == 0]]
+    expected = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p, n in pairs) / len(pairs)
+    assert _roc_auc(scores, labels) == pytest.approx(expected)
+
+
+def test_distributed_training_with_gloo(tmp_path, data_dir):
+    """Two processes under torchrun train one model (DistributedDataParallel, gloo)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        "-m",
+        "structnets",
+        "molprop",
+        "train",
+        "--dataset",
+        "esol",
+        "--data-dir",
+        str(data_dir),
+        "--limit",
+        "40",
+        "--epochs",
+        "1",
+        "--hidden-size",
+        "8",
+        "--out",
+        str(tmp_path / "ddp"),
+        "--no-progress",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 1 and "test" in metrics
