@@ -46,7 +46,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from structnets import RNN
+from structnets import RNN, training
 from structnets.cells import ElmanCell, GRUCell, LSTMCell
 
 logger = logging.getLogger(__name__)
@@ -68,8 +68,12 @@ class PalindromeConfig:
     """Hyperparameters of one palindrome experiment.
 
     The defaults are tuned so that unidirectional LSTM and GRU models reach at least
-    99% held-out accuracy at every training length (1-10) in a few minutes on a
-    2-core CPU.
+    99% held-out accuracy at every training length (1-10) in about two to three
+    minutes on a 2-core CPU. What mattered in tuning: the task is sample-hungry
+    (errors concentrate on the innermost pair of the longest odd lengths), so large
+    batches, which cost less per sequence, beat more small steps; orthogonal
+    recurrent initialisation and a 300-step warm-up each cut the final error
+    noticeably; a wider MLP head, a second layer or a larger embedding did not help.
 
     Attributes:
         cell: Recurrent cell, either a name from :data:`CELLS` (``"elman"``,
@@ -79,6 +83,7 @@ class PalindromeConfig:
         embedding_size: Size of the digit embedding.
         mlp_hidden_size: Width of the hidden layer of the classification head.
         num_layers: Number of stacked recurrent layers.
+        orthogonal: Orthogonal initialisation of the recurrent weights.
         vocab_size: Number of distinct digits (at least 2, so that near misses exist).
         batch_size: Sequences per training step.
         lr: Peak Adam learning rate.
@@ -95,7 +100,10 @@ class PalindromeConfig:
             uses a derived, different seed.
         grad_clip_norm: Maximum global gradient norm (``clip_grad_norm_``).
         loss_log_every: Training steps averaged into each ``train_loss_curve`` entry.
-        num_threads: If set, passed to ``torch.set_num_threads`` for the run.
+        num_threads: If set, passed to ``torch.set_num_threads`` (a process-wide
+            setting) before training. The default keeps torch's choice of one thread
+            per core, which on a 2-core CPU is about 1.5x faster than one thread at
+            the default batch size, so the library does not override it.
         device: Torch device for the model and token tensors.
     """
 
@@ -105,12 +113,13 @@ class PalindromeConfig:
     embedding_size: int = 32
     mlp_hidden_size: int = 64
     num_layers: int = 1
+    orthogonal: bool = True
     vocab_size: int = 10
-    batch_size: int = 128
-    lr: float = 3e-3
-    warmup_steps: int = 100
-    min_lr_ratio: float = 0.01
-    steps: int = 3000
+    batch_size: int = 512
+    lr: float = 4e-3
+    warmup_steps: int = 300
+    min_lr_ratio: float = 0.0
+    steps: int = 4500
     max_train_seconds: float | None = None
     max_train_length: int = 10
     max_eval_length: int = 40
@@ -127,10 +136,20 @@ class PalindromeConfig:
             raise ValueError("vocab_size must be at least 2 so that near-miss negatives exist")
         if self.max_train_length < 1 or self.max_eval_length < 1:
             raise ValueError("max_train_length and max_eval_length must be positive")
-        for name in ("hidden_size", "embedding_size", "mlp_hidden_size", "num_layers",
-                     "batch_size", "steps", "eval_per_length", "loss_log_every"):
+        for name in (
+            "hidden_size",
+            "embedding_size",
+            "mlp_hidden_size",
+            "num_layers",
+            "batch_size",
+            "steps",
+            "eval_per_length",
+            "loss_log_every",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be non-negative, got {self.warmup_steps}")
 
     @property
     def cell_class(self) -> type:
@@ -327,6 +346,7 @@ class PalindromeClassifier(nn.Module):
             cell=config.cell_class,
             bidirectional=config.bidirectional,
             batch_first=True,
+            orthogonal=config.orthogonal,
         )
         self.head = nn.Sequential(
             nn.Linear(self.num_directions * config.hidden_size, config.mlp_hidden_size),
@@ -413,8 +433,7 @@ def train(
     model.train()
     start = time.perf_counter()
     block_losses: list[float] = []
-    bar = tqdm(total=config.steps, desc=f"palindrome {cell_name(config.cell)}",
-               disable=not progress, leave=False)
+    bar = tqdm(total=config.steps, desc=f"palindrome {cell_name(config.cell)}", disable=not progress, leave=False)
     with bar:
         for step in range(config.steps):
             if config.max_train_seconds is not None and time.perf_counter() - start > config.max_train_seconds:
@@ -441,8 +460,12 @@ def train(
     if block_losses:
         log.loss_curve.append(sum(block_losses) / len(block_losses))
     log.seconds = time.perf_counter() - start
-    logger.info("trained %d steps in %.1f s, final loss %.4f",
-                log.steps, log.seconds, log.loss_curve[-1] if log.loss_curve else float("nan"))
+    logger.info(
+        "trained %d steps in %.1f s, final loss %.4f",
+        log.steps,
+        log.seconds,
+        log.loss_curve[-1] if log.loss_curve else float("nan"),
+    )
     model.eval()
     return model
 
@@ -471,9 +494,7 @@ def evaluate(model: PalindromeClassifier, config: PalindromeConfig) -> dict[str,
     accuracy: dict[str, float] = {}
     for length in range(1, config.max_eval_length + 1):
         generator = torch.Generator().manual_seed(eval_seed * 1000 + length)
-        tokens, lengths, labels = sample_fixed_length(
-            length, config.eval_per_length, config.vocab_size, generator
-        )
+        tokens, lengths, labels = sample_fixed_length(length, config.eval_per_length, config.vocab_size, generator)
         predictions = (model(tokens.to(device), lengths) > 0).float().cpu()
         accuracy[str(length)] = (predictions == labels).float().mean().item()
     model.train(was_training)
@@ -486,8 +507,14 @@ def evaluate(model: PalindromeClassifier, config: PalindromeConfig) -> dict[str,
 
 
 def save_checkpoint(model: PalindromeClassifier, config: PalindromeConfig, path: Path) -> None:
-    """Saves ``{"state_dict", "config"}``; loadable with ``torch.load(weights_only=True)``."""
-    torch.save({"state_dict": model.state_dict(), "config": config.to_dict()}, path)
+    """Saves ``{"state_dict", "config"}``; loadable with ``torch.load(weights_only=True)``.
+
+    Args:
+        model: The trained classifier.
+        config: Its configuration, stored as plain data so no code runs on load.
+        path: Output file, conventionally ``model.pt``.
+    """
+    training.save_checkpoint(path, model, config.to_dict())
 
 
 def load_model(path: Path, map_location: str | torch.device = "cpu") -> PalindromeClassifier:
@@ -500,7 +527,7 @@ def load_model(path: Path, map_location: str | torch.device = "cpu") -> Palindro
     Returns:
         The model, in eval mode.
     """
-    checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    checkpoint = training.load_checkpoint(path, map_location=map_location)
     model = PalindromeClassifier(PalindromeConfig.from_dict(checkpoint["config"]))
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval()
@@ -526,8 +553,13 @@ def plot_accuracy(
     lengths = sorted(int(key) for key in accuracy_by_length)
     values = [accuracy_by_length[str(length)] for length in lengths]
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.axvspan(0.5, config.max_train_length + 0.5, color="tab:green", alpha=0.15,
-               label=f"training lengths 1-{config.max_train_length}")
+    ax.axvspan(
+        0.5,
+        config.max_train_length + 0.5,
+        color="tab:green",
+        alpha=0.15,
+        label=f"training lengths 1-{config.max_train_length}",
+    )
     ax.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance")
     ax.plot(lengths, values, marker="o", markersize=3)
     direction = "bidirectional " if config.bidirectional else ""
@@ -584,8 +616,19 @@ def run(config: PalindromeConfig, out_dir: Path, progress: bool = True) -> dict[
 SUMMARY_LENGTHS: tuple[int, ...] = (1, 5, 10, 11, 15, 20, 30, 40)
 
 # Command-line option destinations that map one-to-one onto config fields.
-_CLI_FIELDS = ("cell", "hidden_size", "num_layers", "batch_size", "lr", "steps", "seed",
-               "eval_per_length", "max_eval_length", "max_train_seconds", "device")
+_CLI_FIELDS = (
+    "cell",
+    "hidden_size",
+    "num_layers",
+    "batch_size",
+    "lr",
+    "steps",
+    "seed",
+    "eval_per_length",
+    "max_eval_length",
+    "max_train_seconds",
+    "device",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -595,26 +638,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser: Parser to extend.
     """
     defaults = PalindromeConfig()
-    parser.add_argument("--cell", choices=sorted(CELLS), default="lstm",
-                        help="recurrent cell (default: %(default)s)")
-    parser.add_argument("--bidirectional", action="store_true",
-                        help="also read the sequence right-to-left")
-    parser.add_argument("--out", type=Path, required=True,
-                        help="output directory for metrics.json, model.pt and the plot")
+    parser.add_argument("--cell", choices=sorted(CELLS), default="lstm", help="recurrent cell (default: %(default)s)")
+    parser.add_argument("--bidirectional", action="store_true", help="also read the sequence right-to-left")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="output directory for metrics.json, model.pt and the plot"
+    )
     parser.add_argument("--steps", type=int, help=f"training steps (default: {defaults.steps})")
-    parser.add_argument("--hidden-size", type=int,
-                        help=f"hidden units per direction (default: {defaults.hidden_size})")
-    parser.add_argument("--num-layers", type=int,
-                        help=f"stacked recurrent layers (default: {defaults.num_layers})")
+    parser.add_argument("--hidden-size", type=int, help=f"hidden units per direction (default: {defaults.hidden_size})")
+    parser.add_argument("--num-layers", type=int, help=f"stacked recurrent layers (default: {defaults.num_layers})")
     parser.add_argument("--batch-size", type=int, help=f"batch size (default: {defaults.batch_size})")
     parser.add_argument("--lr", type=float, help=f"peak Adam learning rate (default: {defaults.lr})")
     parser.add_argument("--seed", type=int, help=f"random seed (default: {defaults.seed})")
-    parser.add_argument("--eval-per-length", type=int,
-                        help=f"held-out sequences per length (default: {defaults.eval_per_length})")
-    parser.add_argument("--max-eval-length", type=int,
-                        help=f"longest evaluation length (default: {defaults.max_eval_length})")
-    parser.add_argument("--max-train-seconds", type=float,
-                        help="stop training after this many seconds even if steps remain")
+    parser.add_argument(
+        "--eval-per-length", type=int, help=f"held-out sequences per length (default: {defaults.eval_per_length})"
+    )
+    parser.add_argument(
+        "--max-eval-length", type=int, help=f"longest evaluation length (default: {defaults.max_eval_length})"
+    )
+    parser.add_argument(
+        "--max-train-seconds", type=float, help="stop training after this many seconds even if steps remain"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--device", help=f"torch device (default: {defaults.device})")
 
@@ -649,8 +692,7 @@ def _main(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     metrics = run(config, args.out, progress=not args.no_progress)
     print(format_summary(metrics))
-    print(f"\nwrote {args.out / 'metrics.json'}, {args.out / 'model.pt'}, "
-          f"{args.out / 'accuracy_by_length.png'}")
+    print(f"\nwrote {args.out / 'metrics.json'}, {args.out / 'model.pt'}, {args.out / 'accuracy_by_length.png'}")
     return 0
 
 
@@ -666,8 +708,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "palindrome",
         help="train and evaluate an RNN on palindrome recognition",
-        description="Train on digit sequences of length 1-10 and report held-out "
-        "accuracy at every length up to 40.",
+        description="Train on digit sequences of length 1-10 and report held-out accuracy at every length up to 40.",
     )
     add_arguments(parser)
     parser.set_defaults(func=_main)
