@@ -26,10 +26,19 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .cells import Incoming, RecurrentCell, State
+from .cells import Incoming, LSTMCell, RecurrentCell, State
+from .fused import fused_lstm_levels
 from .schedules import Levels, Synchronous, Topological, topological_levels
 
-__all__ = ["propagate", "propagate_levels", "propagate_rounds", "sum_aggregate", "mean_aggregate", "max_aggregate"]
+__all__ = [
+    "propagate",
+    "propagate_levels",
+    "run_levels",
+    "propagate_rounds",
+    "sum_aggregate",
+    "mean_aggregate",
+    "max_aggregate",
+]
 
 MessageFn = Callable[[Tensor, Tensor, "Tensor | None"], Tensor]  # (h, edge_index, edge_attr) -> [num_edges, d]
 AggregateFn = Callable[[Tensor, Tensor, int], Tensor]
@@ -59,14 +68,64 @@ def _components(state: State) -> tuple[Tensor, ...]:
     return state if isinstance(state, tuple) else (state,)
 
 
+def _take(values: Tensor, rows: Tensor | None, count: int) -> Tensor:
+    if rows is not None:
+        return values.index_select(0, rows)
+    # A whole level passes as it is: slicing it would cost a full-size copy in backward.
+    return values if count == values.shape[0] else values[:count]
+
+
 def _gather(
     levels_state: list[tuple[Tensor, ...]], groups: tuple[tuple[int, Tensor | None, int], ...], k: int
 ) -> Tensor:
-    parts = [
-        levels_state[source][k][:count] if rows is None else levels_state[source][k].index_select(0, rows)
-        for source, rows, count in groups
-    ]
+    parts = [_take(levels_state[source][k], rows, count) for source, rows, count in groups]
     return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def run_levels(
+    cell: RecurrentCell,
+    inputs: Tensor,
+    levels: Levels,
+    *,
+    initial: State | None = None,
+    edge_attr: Tensor | None = None,
+    fuse_cell: bool = True,
+) -> tuple[Tensor, ...]:
+    """The level loop itself: every node's state components, in schedule (level) order.
+
+    With ``fuse_cell`` and a plain :class:`~structnets.cells.LSTMCell`, the loop runs as one
+    autograd node with a hand-written backward (:mod:`structnets.fused`); otherwise the
+    cell's own ``step`` runs under autograd, level by level. Both compute the same thing.
+
+    Returns:
+        One ``[num_nodes, hidden]`` tensor per state component, rows in ``levels.order``.
+    """
+    if inputs.shape[0] != levels.num_nodes:
+        raise ValueError(f"inputs have {inputs.shape[0]} rows but the schedule has {levels.num_nodes} nodes")
+    if levels.order is not None:
+        inputs = inputs.index_select(0, levels.order)
+    projected = cell.project_input(inputs)
+    if fuse_cell and type(cell) is LSTMCell and edge_attr is None:
+        return fused_lstm_levels(projected, cell.weight_hh, levels, initial)
+    # split() gives every level a view whose gradients autograd joins with one cat; indexing
+    # the projection per level would instead allocate a full-size gradient per level.
+    projected = projected.split(levels.sizes)
+    states: list[tuple[Tensor, ...]] = []
+    for depth, level_input in enumerate(levels.inputs):
+        if level_input is None:
+            state = cell.step(projected[0], initial)
+        else:
+            gathered = [_gather(states, level_input.groups, k) for k in range(len(states[0]))]
+            incoming = Incoming(
+                states=tuple(gathered) if cell.state_is_tuple else gathered[0],
+                receivers=level_input.receivers,
+                num_receivers=levels.sizes[depth],
+                one_to_one=level_input.one_to_one,
+                edge_attr=None if edge_attr is None else edge_attr.index_select(0, level_input.edge_ids),
+            )
+            state = cell.step_incoming(projected[depth], incoming)
+        states.append(_components(state))
+    return tuple(torch.cat([s[k] for s in states]) if len(states) > 1 else states[0][k] for k in range(len(states[0])))
 
 
 def propagate_levels(
@@ -76,7 +135,7 @@ def propagate_levels(
     *,
     initial: State | None = None,
     edge_attr: Tensor | None = None,
-    sorted_output: bool = False,
+    fuse_cell: bool = True,
 ) -> State:
     """Runs ``cell`` once per node, level by level (a topological schedule).
 
@@ -88,40 +147,18 @@ def propagate_levels(
             increasing node id for schedules from ``topological_levels``); None for zeros.
         edge_attr: per-edge attributes handed to the cell (the child slot for N-ary
             Tree-LSTMs), indexed like the columns of the edge index.
-        sorted_output: return states in level order (``levels.order``) instead of
-            node-id order, saving one permutation when the caller wants that order.
+        fuse_cell: allow the fused LSTM loop (see :func:`run_levels`).
 
     Returns:
         The state of every node, ``[num_nodes, hidden]`` (a tuple for LSTM cells).
     """
-    if inputs.shape[0] != levels.num_nodes:
-        raise ValueError(f"inputs have {inputs.shape[0]} rows but the schedule has {levels.num_nodes} nodes")
     if levels.num_nodes == 0:
+        if inputs.shape[0]:
+            raise ValueError(f"inputs have {inputs.shape[0]} rows but the schedule has no nodes")
         empty = inputs.new_zeros(0, cell.hidden_size)
         return (empty, empty) if cell.state_is_tuple else empty
-    if levels.order is not None:
-        inputs = inputs.index_select(0, levels.order)
-    # split() gives every level a view whose gradients autograd joins with one cat; indexing
-    # the projection per level would instead allocate a full-size gradient per level.
-    projected = cell.project_input(inputs).split(levels.sizes)
-    states: list[tuple[Tensor, ...]] = []
-    for depth, level_input in enumerate(levels.inputs):
-        if level_input is None:
-            state = cell.step(projected[0], initial)
-        else:
-            first = states[0]
-            gathered = [_gather(states, level_input.groups, k) for k in range(len(first))]
-            incoming = Incoming(
-                states=tuple(gathered) if cell.state_is_tuple else gathered[0],
-                receivers=level_input.receivers,
-                num_receivers=levels.sizes[depth],
-                one_to_one=level_input.one_to_one,
-                edge_attr=None if edge_attr is None else edge_attr.index_select(0, level_input.edge_ids),
-            )
-            state = cell.step_incoming(projected[depth], incoming)
-        states.append(_components(state))
-    out = [torch.cat([s[k] for s in states]) if len(states) > 1 else states[0][k] for k in range(len(states[0]))]
-    if levels.rank is not None and not sorted_output:
+    out = run_levels(cell, inputs, levels, initial=initial, edge_attr=edge_attr, fuse_cell=fuse_cell)
+    if levels.rank is not None:
         out = [o.index_select(0, levels.rank) for o in out]
     return tuple(out) if cell.state_is_tuple else out[0]
 

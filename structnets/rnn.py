@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from .cells import ElmanCell, GRUCell, LSTMCell, Nonlinearity, RecurrentCell, State
-from .propagate import propagate_levels
+from .propagate import run_levels
 from .structure import chains
 
 __all__ = ["RNN"]
@@ -63,7 +63,10 @@ class RNN(nn.Module):
         dropout: dropout on the outputs of every layer but the last, in training.
         bidirectional: add a backward direction per layer; outputs are concatenated.
         fused: use torch's fused kernels when the cell is a plain Elman, GRU or LSTM cell;
-            False always runs the generic level loop.
+            False always runs structnets' level loop (the one trees and DAGs use).
+        fuse_cell: in the level loop, run plain LSTM cells as one autograd node with a
+            hand-written backward (:mod:`structnets.fused`); False drives the cell's step
+            through autograd level by level. Same results either way.
         orthogonal: orthogonal initialisation of the recurrent weights.
 
     Call as ``rnn(x, lengths=None, hx=None)`` with a padded batch, or ``rnn(packed, hx=None)``
@@ -88,6 +91,7 @@ class RNN(nn.Module):
         dropout: float = 0.0,
         bidirectional: bool = False,
         fused: bool = True,
+        fuse_cell: bool = True,
         orthogonal: bool = False,
     ) -> None:
         super().__init__()
@@ -103,6 +107,7 @@ class RNN(nn.Module):
         self.dropout = dropout
         self.bidirectional = bidirectional
         self.fused = fused
+        self.fuse_cell = fuse_cell
         self.num_directions = 2 if bidirectional else 1
         cells = []
         for layer in range(num_layers):
@@ -192,8 +197,15 @@ class RNN(nn.Module):
         lengths = self._check_input(input, lengths)
         steps = input.shape[1] if self.batch_first else input.shape[0]
         hx = self._check_hx(hx, lengths.shape[0])
-        if self.uses_fused_kernel and bool((lengths == steps).all()):
-            return self._fused(input, None, hx)
+        if bool((lengths == steps).all()):
+            # Equal lengths need no packing: time-major data is already the packed layout.
+            if self.uses_fused_kernel:
+                return self._fused(input, None, hx)
+            batch = lengths.shape[0]
+            time_major = input.transpose(0, 1) if self.batch_first else input
+            data, h_n = self._level_loop(time_major.reshape(steps * batch, -1), torch.full((steps,), batch), hx)
+            output = data.view(steps, batch, -1)
+            return (output.transpose(0, 1) if self.batch_first else output), h_n
         packed = pack_padded_sequence(input, lengths, batch_first=self.batch_first, enforce_sorted=False)
         data, h_n = self._run_packed(packed.data, packed.batch_sizes, packed.sorted_indices, hx)
         out = PackedSequence(data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
@@ -248,25 +260,23 @@ class RNN(nn.Module):
 
     def _level_loop(self, data: Tensor, batch_sizes: Tensor, hx: State | None) -> tuple[Tensor, State]:
         graph = chains(batch_sizes, data.device)
-        final: list[list[Tensor]] = []
+        ends = graph.ends_in_level_order
+        final: list[tuple[Tensor, ...]] = []
         layer_input = data
         for layer in range(self.num_layers):
             outputs = []
             for direction in range(self.num_directions):
                 index = layer * self.num_directions + direction
-                cell = self.cells[index]
                 levels = graph.backward if direction else graph.forward
                 initial = None
                 if hx is not None:  # one row per source node, i.e. per sequence in level-0 order
                     rows = graph.sequence.index_select(0, levels.sources)
                     initial = tuple(h[index].index_select(0, rows) for h in _parts(hx))
                     initial = initial if self.state_is_tuple else initial[0]
-                state = propagate_levels(cell, layer_input, levels, initial=initial)
-                parts = _parts(state)
-                # The forward direction ends at each sequence's last step, the backward at its first.
-                ends = graph.first if direction else graph.last
-                final.append([p.index_select(0, ends) for p in parts])
-                outputs.append(parts[0])
+                states = run_levels(self.cells[index], layer_input, levels, initial=initial, fuse_cell=self.fuse_cell)
+                final.append(tuple(s.index_select(0, ends) for s in states))
+                output = states[0]
+                outputs.append(output if levels.rank is None else output.index_select(0, levels.rank))
             layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, 1)
             if self.dropout and self.training and layer + 1 < self.num_layers:
                 layer_input = F.dropout(layer_input, self.dropout, training=True)

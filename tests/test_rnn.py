@@ -29,13 +29,18 @@ def _weighted(out, h_n):
     return sum((p * torch.linspace(-1, 1, p.numel(), dtype=p.dtype).view_as(p)).sum() for p in parts)
 
 
-@pytest.mark.parametrize("reference", REFERENCES)
-@pytest.mark.parametrize("fused", [True, False])
+PATHS = {"fused kernels": (True, True), "level loop": (False, True), "level loop, autograd cell": (False, False)}
+# fuse_cell changes only LSTM cells, so the autograd-cell path is checked for the LSTM alone.
+CASES = [(r, p) for r in REFERENCES for p in PATHS if PATHS[p][1] or r.func is torch.nn.LSTM]
+
+
+@pytest.mark.parametrize("reference, path", CASES)
 @pytest.mark.parametrize("batch_first", [True, False])
 @pytest.mark.parametrize("with_state", [False, True])
-def test_rnn_matches_torch(reference, fused, batch_first, with_state):
+def test_rnn_matches_torch(reference, path, batch_first, with_state):
+    fused, fuse_cell = PATHS[path]
     ref = reference(5, 6, num_layers=2, bidirectional=True, batch_first=batch_first).double()
-    ours = RNN.from_torch(ref, fused=fused)
+    ours = RNN.from_torch(ref, fused=fused, fuse_cell=fuse_cell)
     assert ours.uses_fused_kernel == fused
     lengths = torch.tensor([3, 7, 1, 5, 7])
     shape = (5, 7, 5) if batch_first else (7, 5, 5)
