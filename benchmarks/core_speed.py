@@ -2,8 +2,9 @@
 
 Measures forward + backward time (median of interleaved repeats) for
 1. an LSTM at batch 64, length 100, input 64, hidden 256: ``torch.nn.LSTM`` (the peer),
-   ``structnets.RNN`` (fused kernels) and ``structnets.RNN(fused=False)`` (the generic level
-   loop), plus a Python loop of ``torch.nn.LSTMCell`` for scale;
+   ``structnets.RNN`` (fused kernels), ``structnets.RNN(fused=False)`` (the level loop, with
+   the LSTM cell fused into one autograd node) and ``fused=False, fuse_cell=False`` (the
+   level loop driving the cell through autograd), plus a Python loop of ``torch.nn.LSTMCell``;
 2. a child-sum Tree-LSTM over a forest of 256 random binary trees of 10-50 leaves,
    level-batched, against the same cell applied one node at a time (timed on a subset of
    trees and scaled per node) and against the generic chain LSTM on chains with the same
@@ -67,6 +68,7 @@ def lstm_case(device: torch.device, repeats: int) -> dict:
     peer = torch.nn.LSTM(inputs, hidden).to(device)
     fused = sn.RNN.from_torch(peer, fused=True)
     loop = sn.RNN.from_torch(peer, fused=False)
+    loop_autograd = sn.RNN.from_torch(peer, fused=False, fuse_cell=False)
     cell = torch.nn.LSTMCell(inputs, hidden).to(device)
 
     def cell_loop() -> None:
@@ -81,6 +83,7 @@ def lstm_case(device: torch.device, repeats: int) -> dict:
         "torch.nn.LSTM": _forward_backward(peer, x),
         "structnets.RNN (fused)": _forward_backward(fused, x),
         "structnets.RNN (fused=False, level loop)": _forward_backward(loop, x),
+        "structnets.RNN (fused=False, fuse_cell=False)": _forward_backward(loop_autograd, x),
         "python loop of torch.nn.LSTMCell": cell_loop,
     }
     ms = time_interleaved(cases, device, repeats)
@@ -193,7 +196,7 @@ def main() -> None:
     lstm = lstm_case(device, args.repeats)
     print(f"LSTM forward+backward, {lstm['sizes']}, on {machine['device']} ({machine['cpu_threads']} threads)")
     for name, value in lstm["ms"].items():
-        print(f"  {name:45s} {value:8.1f} ms  {lstm['ratio_to_torch'][name]:5.2f}x torch.nn.LSTM")
+        print(f"  {name:48s} {value:8.1f} ms  {lstm['ratio_to_torch'][name]:5.2f}x torch.nn.LSTM")
     trees = []
     for inputs, hidden in [(64, 256), (64, 64)]:
         case = tree_case(device, args.repeats, inputs, hidden, subset_trees=16)

@@ -99,14 +99,21 @@ class FusedLSTMLevels(torch.autograd.Function):
             c[a:b].addcmul_(i, g)
             torch.tanh(c[a:b], out=tanh_c[a:b])
             torch.mul(o, tanh_c[a:b], out=h[a:b])
+        # The activations' derivatives, for all levels at once: s(1 - s) for the sigmoid
+        # gates, 1 - g^2 for the tanh block, and 1 - tanh(c)^2. Backward then multiplies
+        # once per level instead of rebuilding each derivative from its activation.
+        slope = gates * (1 - gates)
+        g_block = gates[:, 2 * hidden : 3 * hidden]
+        torch.addcmul(torch.ones_like(g_block), g_block, g_block, value=-1, out=slope[:, 2 * hidden : 3 * hidden])
+        slope_c = torch.addcmul(torch.ones_like(tanh_c), tanh_c, tanh_c, value=-1)
         ctx.levels, ctx.offsets = levels, offsets
         ctx.has_h0, ctx.has_c0 = h0 is not None, c0 is not None
-        ctx.save_for_backward(weight_hh, gates, tanh_c, h_in, c_in)
+        ctx.save_for_backward(weight_hh, gates, slope, tanh_c, slope_c, h_in, c_in)
         return h, c
 
     @staticmethod
     def backward(ctx, grad_h: Tensor | None, grad_c: Tensor | None):
-        weight_hh, gates, tanh_c, h_in, c_in = ctx.saved_tensors
+        weight_hh, gates, slope, tanh_c, slope_c, h_in, c_in = ctx.saved_tensors
         levels, offsets = ctx.levels, ctx.offsets
         dh = torch.zeros_like(tanh_c) if grad_h is None else grad_h.clone()
         dc = torch.zeros_like(tanh_c) if grad_c is None else grad_c.clone()
@@ -115,14 +122,14 @@ class FusedLSTMLevels(torch.autograd.Function):
         for depth in reversed(range(levels.num_levels)):
             a, b = offsets[depth], offsets[depth + 1]
             i, f, g, o = gates[a:b].chunk(4, 1)
-            tc = tanh_c[a:b]
             dh_l, dc_l = dh[a:b], dc[a:b]
-            dc_l.addcmul_(dh_l * o, 1 - tc * tc)  # dc += dh * o * tanh'(c)
+            dc_l.addcmul_(dh_l * o, slope_c[a:b])  # dc += dh * o * tanh'(c)
             d_i, d_f, d_g, d_o = d_gates[a:b].chunk(4, 1)
-            torch.mul(dc_l * g, i * (1 - i), out=d_i)
-            torch.mul(dc_l * c_in[a:b], f * (1 - f), out=d_f)
-            torch.mul(dc_l * i, 1 - g * g, out=d_g)
-            torch.mul(dh_l * tc, o * (1 - o), out=d_o)
+            torch.mul(dc_l, g, out=d_i)  # gradients after activation ...
+            torch.mul(dc_l, c_in[a:b], out=d_f)
+            torch.mul(dc_l, i, out=d_g)
+            torch.mul(dh_l, tanh_c[a:b], out=d_o)
+            d_gates[a:b].mul_(slope[a:b])  # ... and before it
             level_input = levels.inputs[depth]
             if level_input is None:
                 if ctx.has_h0:
