@@ -29,6 +29,8 @@ from torch_geometric.nn.aggr import Set2Set as PyGSet2Set
 from structnets.chem import QM9_CONFIG, atom_feature_size, bond_feature_size, load_qm9
 from structnets.models import MPNN, MPNNConfig
 
+from core_speed import _cpu_name  # noqa: E402  (benchmarks run as scripts from this folder)
+
 
 class PyGMPNN(nn.Module):
     """The torch_geometric formulation (after its examples/qm9_nn_conv.py), at our sizes."""
@@ -112,7 +114,7 @@ def main() -> None:
     machine = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"
-        else f"{platform.processor() or 'cpu'}, {torch.get_num_threads()} threads"
+        else f"{_cpu_name()}, {torch.get_num_threads()} threads"
     )
     print(
         f"training throughput, QM9 subset ({len(graphs)} molecules, batch {args.batch_size}, d={args.hidden_size}) on {machine}"
