@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
+from core_speed import _cpu_name  # noqa: E402  (benchmarks run as scripts from this folder)
 from torch import nn
 from torch_geometric.loader import DataLoader
 from torch_geometric.nn import NNConv
@@ -28,8 +28,6 @@ from torch_geometric.nn.aggr import Set2Set as PyGSet2Set
 
 from structnets.chem import QM9_CONFIG, atom_feature_size, bond_feature_size, load_qm9
 from structnets.models import MPNN, MPNNConfig
-
-from core_speed import _cpu_name  # noqa: E402  (benchmarks run as scripts from this folder)
 
 
 class PyGMPNN(nn.Module):
