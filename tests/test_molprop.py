@@ -1,6 +1,7 @@
 import csv
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -135,6 +136,12 @@ def test_roc_auc_matches_pairwise_count():
     assert _roc_auc(scores, labels) == pytest.approx(expected)
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def test_distributed_training_with_gloo(tmp_path, data_dir):
     """Two processes under torchrun train one model (DistributedDataParallel, gloo)."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -145,7 +152,7 @@ def test_distributed_training_with_gloo(tmp_path, data_dir):
         "--nproc_per_node",
         "2",
         "--master_port",
-        "29517",
+        str(_free_port()),
         "-m",
         "structnets",
         "molprop",
@@ -164,7 +171,7 @@ def test_distributed_training_with_gloo(tmp_path, data_dir):
         str(tmp_path / "ddp"),
         "--no-progress",
     ]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert metrics["epochs_run"] == 1 and "test" in metrics

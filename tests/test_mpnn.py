@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torch.testing import assert_close
 from torch_geometric.data import Batch, Data
@@ -29,11 +30,18 @@ def test_set2set_matches_torch_geometric():
     assert_close(ours(x, batch, 3), theirs(x, batch), **EXACT)
 
 
-def test_one_round_matches_nnconv_and_gru():
-    """The edge-network message is torch_geometric's NNConv (sum aggregation), transposed."""
+@pytest.mark.parametrize("discrete", [False, True])
+def test_one_round_matches_nnconv_and_gru(discrete):
+    """The edge-network message is torch_geometric's NNConv (sum aggregation), transposed.
+
+    Discrete (one-hot) bond features take the per-bond-type path, continuous ones the
+    per-edge path; both must give NNConv's result.
+    """
     config = MPNNConfig(atom_features=5, bond_features=3, hidden_size=4, rounds=1)
     model = MPNN(config).double()
     graph = _random_graph(6)
+    if discrete:
+        graph.edge_attr = torch.nn.functional.one_hot(torch.randint(0, 3, (graph.edge_index.shape[1],)), 3).double()
     conv = NNConv(4, 4, model.edge_network.net, aggr="add", root_weight=False, bias=False).double()
     h0, h1 = model.node_states(graph.x, graph.edge_index, graph.edge_attr)
 

@@ -61,7 +61,7 @@ from ..training import clip_gradients, load_checkpoint
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Task", "SplitKind", "MolpropConfig", "train", "predict", "register"]
+__all__ = ["Task", "Schedule", "SplitKind", "MolpropConfig", "train", "predict", "register"]
 
 SPLITS = ("train", "val", "test")
 
@@ -69,6 +69,13 @@ SPLITS = ("train", "val", "test")
 class Task(enum.Enum):
     REGRESSION = "regression"
     CLASSIFICATION = "classification"
+
+
+class Schedule(enum.Enum):
+    """Learning-rate schedules: chemprop's warm-up then exponential decay, or decay on plateau."""
+
+    WARMUP_DECAY = "warmup-decay"
+    PLATEAU = "plateau"
 
 
 class SplitKind(enum.Enum):
@@ -81,7 +88,13 @@ DATASETS = {"esol": load_esol, "freesolv": load_freesolv, "lipophilicity": load_
 
 @dataclasses.dataclass(frozen=True)
 class MolpropConfig:
-    """One training run. Sizes default to Gilmer et al.'s shape, scaled for a CPU."""
+    """One training run. Sizes default to Gilmer et al.'s shape, scaled for a CPU.
+
+    The defaults (hidden 32, edge hidden 64, readout 128, batch 50, Adam 1e-3 with decay on
+    plateau, the summed-state read-out beside Set2Set) were chosen by validation RMSE on
+    ESOL and FreeSolv (random 0.8/0.1/0.1 split, 50 epochs): wider models overfit these
+    small sets and cost more time, and the summed read-out lowers ESOL's error the most.
+    """
 
     data: str | None = None
     dataset: str | None = None
@@ -97,16 +110,20 @@ class MolpropConfig:
     distances: bool = False
     complete_graph: bool = False
     skip_invalid: bool = False
-    hidden_size: int = 64
+    hidden_size: int = 32
     rounds: int = 3
-    edge_hidden_size: int = 128
+    edge_hidden_size: int = 64
     set2set_steps: int = 3
-    readout_hidden_size: int = 256
+    readout_hidden_size: int = 128
     dropout: float = 0.0
+    sum_readout: bool = True
     epochs: int = 50
-    batch_size: int = 32
+    batch_size: int = 50
     lr: float = 1e-3
     weight_decay: float = 0.0
+    schedule: Schedule = Schedule.PLATEAU
+    warmup_epochs: float = 2.0
+    final_lr_ratio: float = 0.1
     patience: int = 20
     grad_clip_norm: float | None = 10.0
     seed: int = 0
@@ -132,7 +149,7 @@ class MolpropConfig:
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        out["task"], out["split"] = self.task.value, self.split.value
+        out["task"], out["split"], out["schedule"] = self.task.value, self.split.value, self.schedule.value
         out["target_columns"], out["fractions"] = list(self.target_columns), list(self.fractions)
         return out
 
@@ -275,6 +292,7 @@ def build_model(config: MolpropConfig, num_targets: int) -> MPNN:
             set2set_steps=config.set2set_steps,
             readout_hidden_size=config.readout_hidden_size,
             dropout=config.dropout,
+            sum_readout=config.sum_readout,
         )
     )
 
@@ -283,6 +301,98 @@ def _loss(output: Tensor, target: Tensor, task: Task) -> Tensor:
     if task is Task.CLASSIFICATION:
         return F.binary_cross_entropy_with_logits(output, target)
     return F.mse_loss(output, target)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Batch:
+    """The fields of a torch_geometric ``Batch`` that training reads."""
+
+    x: Tensor
+    edge_index: Tensor
+    edge_attr: Tensor
+    batch: Tensor
+    y: Tensor
+    num_graphs: int
+
+    def to(self, device: torch.device) -> _Batch:
+        return _Batch(
+            self.x.to(device),
+            self.edge_index.to(device),
+            self.edge_attr.to(device),
+            self.batch.to(device),
+            self.y.to(device),
+            self.num_graphs,
+        )
+
+
+class _PackedGraphs:
+    """Graphs concatenated once, so that a batch is a few vectorised gathers.
+
+    torch_geometric's collate walks every graph and attribute in Python, which on the small
+    molecular datasets costs about as much as the model's forward pass.
+    """
+
+    def __init__(self, graphs: list) -> None:
+        self.x = torch.cat([g.x for g in graphs])
+        self.edge_attr = torch.cat([g.edge_attr for g in graphs])
+        self.y = torch.cat([g.y for g in graphs])
+        self.nodes = torch.tensor([g.num_nodes for g in graphs])
+        self.edges = torch.tensor([g.edge_index.shape[1] for g in graphs])
+        self.node_start = torch.cumsum(self.nodes, 0) - self.nodes
+        self.edge_start = torch.cumsum(self.edges, 0) - self.edges
+        # Each graph's edge_index numbers its own nodes from 0; batching offsets them.
+        self.local_edges = torch.cat([g.edge_index for g in graphs], 1)
+
+    @staticmethod
+    def _ranges(starts: Tensor, counts: Tensor) -> Tensor:
+        """The concatenation of ``arange(s, s + c)`` for each start and count."""
+        offsets = torch.cumsum(counts, 0) - counts
+        return torch.repeat_interleave(starts - offsets, counts) + torch.arange(int(counts.sum()))
+
+    def batch(self, chosen: Tensor) -> _Batch:
+        nodes, edges = self.nodes[chosen], self.edges[chosen]
+        node_ids = self._ranges(self.node_start[chosen], nodes)
+        edge_ids = self._ranges(self.edge_start[chosen], edges)
+        new_start = torch.cumsum(nodes, 0) - nodes
+        edge_index = self.local_edges[:, edge_ids] + torch.repeat_interleave(new_start, edges)
+        graph_of_node = torch.repeat_interleave(torch.arange(len(chosen)), nodes)
+        return _Batch(
+            self.x[node_ids], edge_index, self.edge_attr[edge_ids], graph_of_node, self.y[chosen], len(chosen)
+        )
+
+
+# Molecules per evaluation batch: large batches amortise per-batch overhead on CPUs.
+_EVAL_BATCH = 512
+
+
+def _make_scheduler(
+    optimizer: torch.optim.Optimizer, config: MolpropConfig, batches_per_epoch: int
+) -> tuple[bool, Any]:
+    """``(steps_per_batch, scheduler)`` for ``config.schedule``.
+
+    Warm-up-decay is chemprop's Noam-like schedule: the rate rises linearly from
+    ``final_lr_ratio * lr`` to ``lr`` over ``warmup_epochs``, then decays exponentially to
+    ``final_lr_ratio * lr`` at the last epoch. It is stepped per batch; plateau per epoch.
+    """
+    if config.schedule is Schedule.PLATEAU:
+        return False, torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.7, patience=5, min_lr=1e-5)
+    warmup = max(1, round(config.warmup_epochs * batches_per_epoch))
+    total = max(warmup + 1, config.epochs * batches_per_epoch)
+    low = config.final_lr_ratio
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return low + (1 - low) * step / warmup
+        return low ** ((step - warmup) / (total - warmup))
+
+    return True, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@torch.no_grad()
+def _predict_batches(model: nn.Module, batches: list) -> Tensor:
+    model.eval()
+    outputs = [_unwrap(model).forward_batch(batch).cpu() for batch in batches]
+    return torch.cat(outputs) if outputs else torch.zeros(0, _unwrap(model).config.num_targets)
 
 
 @torch.no_grad()
@@ -320,16 +430,24 @@ def train(config: MolpropConfig, out_dir: Path, progress: bool = True) -> dict[s
         model = build_model(config, len(names)).to(device)
         if dist.world_size > 1:
             model = nn.parallel.DistributedDataParallel(model)
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.7, patience=5, min_lr=1e-5)
+        # foreach: one kernel per step for all parameters; the per-tensor default costs
+        # a noticeable share of a small model's step on CPUs.
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, foreach=True)
         train_graphs = [graphs[i] for i in split["train"]]
         sampler = None
         if dist.world_size > 1:
             sampler = torch.utils.data.distributed.DistributedSampler(train_graphs, seed=config.seed)
         generator = torch.Generator().manual_seed(config.seed)
-        loader = DataLoader(
-            train_graphs, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler, generator=generator
-        )
+        packed = _PackedGraphs(train_graphs)
+        batches_per_epoch = math.ceil((len(sampler) if sampler is not None else len(train_graphs)) / config.batch_size)
+        per_batch, scheduler = _make_scheduler(optimizer, config, batches_per_epoch)
+        # The validation set is collated once: re-collating it every epoch costs as much as
+        # evaluating it.
+        val_batches = [
+            batch.to(device)
+            for batch in DataLoader([graphs[i] for i in split["val"]], batch_size=_EVAL_BATCH, shuffle=False)
+        ]
+        val_targets = scaler.transform(targets[split["val"]])
         best_val, best_state, best_epoch, stale, history = math.inf, None, 0, 0, []
         bar = tqdm(range(1, config.epochs + 1), desc="molprop", disable=not (progress and dist.main), unit="epoch")
         for epoch in bar:
@@ -337,8 +455,13 @@ def train(config: MolpropConfig, out_dir: Path, progress: bool = True) -> dict[s
                 sampler.set_epoch(epoch)
             model.train()
             total, count = 0.0, 0
-            for batch in loader:
-                batch = batch.to(device)
+            order = (
+                torch.tensor(list(sampler))
+                if sampler is not None
+                else torch.randperm(len(train_graphs), generator=generator)
+            )
+            for chosen in order.split(config.batch_size):
+                batch = packed.batch(chosen).to(device)
                 optimizer.zero_grad(set_to_none=True)
                 loss = _loss(
                     model(batch.x, batch.edge_index, batch.edge_attr, batch.batch, batch.num_graphs),
@@ -348,11 +471,14 @@ def train(config: MolpropConfig, out_dir: Path, progress: bool = True) -> dict[s
                 loss.backward()
                 clip_gradients(model, config.grad_clip_norm)
                 optimizer.step()
+                if per_batch:
+                    scheduler.step()
                 total += loss.item() * batch.num_graphs
                 count += batch.num_graphs
-            val_out = _predict_graphs(model, [graphs[i] for i in split["val"]], config.batch_size * 2, device)
-            val_loss = float(_loss(val_out, scaler.transform(targets[split["val"]]), config.task))
-            scheduler.step(val_loss)
+            val_out = _predict_batches(model, val_batches)
+            val_loss = float(_loss(val_out, val_targets, config.task))
+            if not per_batch:
+                scheduler.step(val_loss)
             history.append({"epoch": epoch, "train_loss": total / max(count, 1), "val_loss": val_loss})
             bar.set_postfix(train=f"{total / max(count, 1):.4f}", val=f"{val_loss:.4f}")
             if val_loss < best_val:
@@ -418,14 +544,15 @@ def _write_predictions(path: Path, dataset: MoleculeDataset, split, predictions,
 
 
 def _parity_plot(path: Path, predictions, truths, names, task: Task) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A bare Figure on the Agg canvas: importing pyplot costs about half a second of start-up.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     columns = min(len(names), 4)
     rows = math.ceil(len(names) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 4 * rows), squeeze=False)
+    fig = Figure(figsize=(4 * columns, 4 * rows))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, columns, squeeze=False)
     for k, name in enumerate(names):
         ax = axes[k // columns][k % columns]
         for split_name, colour in zip(SPLITS, ("#bbbbbb", "#1f77b4", "#d62728")):
@@ -444,7 +571,6 @@ def _parity_plot(path: Path, predictions, truths, names, task: Task) -> None:
         axes[k // columns][k % columns].axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 # ---------------------------------------------------------------------------- prediction
@@ -452,6 +578,7 @@ def load_model(model_dir: Path, device: str = "cpu") -> tuple[MPNN, MolpropConfi
     checkpoint = load_checkpoint(Path(model_dir) / "model.pt", map_location=device)
     raw = dict(checkpoint["config"])
     raw["task"], raw["split"] = Task(raw["task"]), SplitKind(raw["split"])
+    raw["schedule"] = Schedule(raw.get("schedule", Schedule.PLATEAU.value))
     raw["target_columns"], raw["fractions"] = tuple(raw["target_columns"]), tuple(raw["fractions"])
     config = MolpropConfig(**raw)
     model = MPNN(MPNNConfig(**checkpoint["model_config"]))
@@ -519,14 +646,28 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     tr.add_argument("--skip-invalid", action="store_true", help="skip and report invalid rows instead of failing")
     for name, kind, default in [
         ("epochs", int, 50),
-        ("batch-size", int, 32),
+        ("batch-size", int, 50),
         ("lr", float, 1e-3),
-        ("hidden-size", int, 64),
+        ("hidden-size", int, 32),
         ("rounds", int, 3),
+        ("edge-hidden-size", int, 64),
+        ("set2set-steps", int, 3),
+        ("readout-hidden-size", int, 128),
+        ("dropout", float, 0.0),
+        ("weight-decay", float, 0.0),
+        ("warmup-epochs", float, 2.0),
+        ("final-lr-ratio", float, 0.1),
         ("patience", int, 20),
         ("seed", int, 0),
     ]:
         tr.add_argument(f"--{name}", type=kind, default=default)
+    tr.add_argument(
+        "--sum-readout",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also read out the sum of node states (Set2Set alone is blind to molecule size)",
+    )
+    tr.add_argument("--schedule", choices=[s.value for s in Schedule], default=Schedule.PLATEAU.value)
     tr.add_argument("--device", default="cpu")
     tr.add_argument("--out", required=True, type=Path)
     tr.add_argument("--no-progress", action="store_true")
@@ -560,6 +701,15 @@ def _train_cli(args: argparse.Namespace) -> int:
         lr=args.lr,
         hidden_size=args.hidden_size,
         rounds=args.rounds,
+        edge_hidden_size=args.edge_hidden_size,
+        set2set_steps=args.set2set_steps,
+        readout_hidden_size=args.readout_hidden_size,
+        dropout=args.dropout,
+        weight_decay=args.weight_decay,
+        schedule=Schedule(args.schedule),
+        sum_readout=args.sum_readout,
+        warmup_epochs=args.warmup_epochs,
+        final_lr_ratio=args.final_lr_ratio,
         patience=args.patience,
         seed=args.seed,
         device=args.device,
