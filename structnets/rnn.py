@@ -260,7 +260,7 @@ class RNN(nn.Module):
 
     def _level_loop(self, data: Tensor, batch_sizes: Tensor, hx: State | None) -> tuple[Tensor, State]:
         graph = chains(batch_sizes, data.device)
-        ends = graph.ends_in_level_order
+        ends = graph.last  # final-state rows in either direction's level order
         final: list[tuple[Tensor, ...]] = []
         layer_input = data
         for layer in range(self.num_layers):

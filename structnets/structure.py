@@ -28,12 +28,10 @@ class Chains:
         batch_sizes: sequences still running at each step (the packed ``batch_sizes``).
         edge_index: ``[2, num_nodes - num_sequences]`` edges from step t to step t + 1.
         sequence: ``[num_nodes]`` each node's sequence, by its position in sorted order.
-        first: ``[num_sequences]`` node id of each sequence's first step.
-        last: ``[num_sequences]`` node id of each sequence's last step.
-        ends_in_level_order: ``[num_sequences]`` row of each sequence's final state in the
-            level-ordered states of either direction (both have one level per step, with
-            the running sequences in sorted order, so a sequence of length L ends at row
-            ``sequence`` of level ``L - 1``).
+        last: ``[num_sequences]`` node id of each sequence's last step. It is also the row
+            of each sequence's final state in the level-ordered states of *either*
+            direction: both schedules have one level per step, with the running sequences
+            in sorted order, so a sequence of length L ends at its own row of level L - 1.
         forward: the topological schedule along the chains.
         backward: the schedule against them (last step first).
     """
@@ -41,9 +39,7 @@ class Chains:
     batch_sizes: tuple[int, ...]
     edge_index: Tensor
     sequence: Tensor
-    first: Tensor
     last: Tensor
-    ends_in_level_order: Tensor
     forward: Levels
     backward: Levels
 
@@ -67,9 +63,7 @@ def _chains(batch_sizes: tuple[int, ...], device: torch.device) -> Chains:
         batch_sizes=batch_sizes,
         edge_index=edge_index,
         sequence=sequence,
-        first=torch.arange(num_sequences, device=device),
         last=last,
-        ends_in_level_order=last,
         forward=build_levels(edge_index, step),
         # Against the chains, order each level by sequence: the sequences still running at
         # reverse step k are then a prefix of those at step k - 1, as in the forward direction.
