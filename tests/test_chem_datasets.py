@@ -211,10 +211,34 @@ def test_qm9_target_selection_and_constants(data_dir):
     assert CHEMICAL_ACCURACY["zpve"] == pytest.approx(0.0012) and CHEMICAL_ACCURACY["gap"] == pytest.approx(0.043)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("qm9pack") is not None, reason="qm9pack is installed")
-def test_qm9pack_missing_says_how_to_install(data_dir):
+def test_qm9pack_missing_says_how_to_install(data_dir, monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ImportError, match=r"pip install qm9pack==1\.0\.3"):
         load_qm9(data_dir, source=QM9Source.QM9PACK, limit=1)
+
+
+def test_installed_qm9pack_agrees_with_the_subset(data_dir):
+    """The real package (installed by .ci/setup): the subset's first molecules, read from both."""
+    from_pack = load_qm9(source=QM9Source.QM9PACK, limit=45)
+    from_subset = load_qm9(data_dir, limit=3)
+    assert from_subset.rows == [25, 29, 40]
+    chosen = [from_pack.rows.index(r) for r in from_subset.rows]
+    assert_close(from_pack.targets[chosen], from_subset.targets)
+    for i, graph in zip(chosen, from_subset.graphs):
+        assert_close(from_pack.graphs[i].pos, graph.pos)
+        assert torch.equal(from_pack.graphs[i].edge_index, graph.edge_index)
+
+
+def test_qm9_sample_is_seeded_ordered_and_parallel_featurisation_agrees(data_dir):
+    serial = load_qm9(data_dir, sample=30, seed=3, workers=1)
+    parallel = load_qm9(data_dir, sample=30, seed=3, workers=2)
+    assert len(serial) == 30 and serial.rows == sorted(serial.rows) == parallel.rows
+    assert serial.rows != load_qm9(data_dir, sample=30, seed=4, workers=1).rows
+    assert_close(serial.targets, parallel.targets)
+    for a, b in zip(serial.graphs, parallel.graphs):
+        assert torch.equal(a.x, b.x) and torch.equal(a.edge_attr, b.edge_attr)
+    with pytest.raises(ValueError, match="sample must be between 1 and the 5000"):
+        load_qm9(data_dir, sample=6000)
 
 
 def test_qm9pack_csv_layout_is_read(data_dir, tmp_path, monkeypatch):

@@ -12,6 +12,7 @@ from structnets.chem import (
     random_split,
     read_split_json,
     scaffold_split,
+    sized_split,
     write_split_json,
 )
 
@@ -126,3 +127,12 @@ def test_split_json_file_errors(tmp_path):
         read_split_json(path, 3)
     with pytest.raises(ValueError, match="in both"):
         write_split_json({"train": [0], "val": [0], "test": []}, tmp_path / "out.json")
+
+
+def test_sized_split_takes_exact_counts():
+    split = sized_split(1000, 700, 200, seed=5)
+    assert [len(split[k]) for k in ("train", "val", "test")] == [700, 200, 100]
+    assert sorted(split["train"] + split["val"] + split["test"]) == list(range(1000))
+    assert split == sized_split(1000, 700, 200, seed=5) != sized_split(1000, 700, 200, seed=6)
+    with pytest.raises(ValueError, match="cannot take 900 training and 200 validation molecules out of 1000"):
+        sized_split(1000, 900, 200)

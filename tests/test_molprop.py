@@ -8,8 +8,9 @@ import sys
 import pytest
 import torch
 
+from structnets.chem import FeaturizerConfig, graph_from_smiles
 from structnets.cli import main
-from structnets.tasks.molprop import MolpropConfig, _roc_auc, predict, train
+from structnets.tasks.molprop import MolpropConfig, Scaler, Task, _roc_auc, composition, predict, train
 
 SMALL = dict(epochs=2, batch_size=16, hidden_size=16, edge_hidden_size=16, readout_hidden_size=32, rounds=2)
 
@@ -175,3 +176,63 @@ def test_distributed_training_with_gloo(tmp_path, data_dir):
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert metrics["epochs_run"] == 1 and "test" in metrics
+
+
+@pytest.mark.parametrize("explicit", [False, True])
+def test_composition_counts_every_atom_hydrogens_included(explicit):
+    config = FeaturizerConfig(explicit_hydrogens=explicit)
+    graphs = [graph_from_smiles(s, config) for s in ("CCO", "C", "c1ccccc1Cl", "[NH4+]")]
+    counts = composition(graphs, config)
+    # Slots: H C N O F S Cl Br I P other, then the column of ones.
+    assert counts[:, :11].tolist() == [
+        [6, 2, 0, 1, 0, 0, 0, 0, 0, 0, 0],
+        [4, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        [5, 6, 0, 0, 0, 0, 1, 0, 0, 0, 0],
+        [4, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0],
+    ]
+    assert counts[:, -1].tolist() == [1, 1, 1, 1]
+
+
+def test_composition_baseline_round_trips_and_absorbs_linear_targets():
+    counts = torch.tensor(
+        [[6.0, 2, 1, 1], [4, 1, 0, 1], [8, 3, 0, 1], [10, 4, 0, 1], [6, 2, 0, 1]], dtype=torch.float64
+    )
+    per_atom = torch.tensor([[-0.5, 10.0], [-38.0, 3.0], [-75.0, -1.0], [0.0, 0.0]], dtype=torch.float64)
+    targets = (counts @ per_atom).float() + torch.tensor(
+        [[0.1, 0.0], [-0.1, 0.2], [0.0, -0.2], [0.05, 0.1], [0.0, 0.0]]
+    )
+    scaler = Scaler.fit(targets, Task.REGRESSION, counts)
+    scaled = scaler.transform(targets, counts)
+    assert scaled.abs().max() < 3  # the composition part (hundreds) is gone
+    torch.testing.assert_close(scaler.inverse(scaled, counts), targets)
+    with pytest.raises(ValueError, match="composition"):
+        scaler.transform(targets)
+
+
+def test_qm9_run_with_baseline_sized_split_and_predict(tmp_path, data_dir):
+    config = MolpropConfig(
+        dataset="qm9-subset",
+        data_dir=str(data_dir),
+        sample=120,
+        split_sizes=(80, 20),
+        target_columns=("u0", "gap"),
+        **SMALL,
+    )
+    assert config.uses_baseline
+    metrics = train(config, tmp_path / "run", progress=False)
+    assert metrics["num_molecules"] == {"train": 80, "val": 20, "test": 20}
+    # Total energies span ~10,000 eV; with the composition baseline two epochs get within a few eV.
+    assert metrics["test"]["u0"]["mae"] < 5.0
+    data = _csv(tmp_path / "new.csv", [["CCO"], ["C1CC1"]], header=("smiles",))
+    assert predict(tmp_path / "run", data, "smiles", tmp_path / "out.csv") == 0
+    rows = list(csv.DictReader((tmp_path / "out.csv").open()))
+    # Ethanol's U0 is -154.9 Hartree (-4,214 eV); cyclopropane's -117.9 Hartree (-3,208 eV).
+    assert abs(float(rows[0]["u0"]) + 4214) < 30 and abs(float(rows[1]["u0"]) + 3208) < 30
+
+
+def test_predict_refuses_a_3d_model(tmp_path, data_dir):
+    config = MolpropConfig(dataset="qm9-subset", data_dir=str(data_dir), limit=40, distances=True, **SMALL)
+    train(config, tmp_path / "run", progress=False)
+    data = _csv(tmp_path / "new.csv", [["CCO"]], header=("smiles",))
+    with pytest.raises(ValueError, match="trained on 3D inputs"):
+        predict(tmp_path / "run", data, "smiles", tmp_path / "out.csv")

@@ -44,7 +44,15 @@ from .featurize import (
     mol_with_geometry,
     read_xyz_file,
 )
-from .splits import SPLIT_NAMES, murcko_scaffold, random_split, read_split_json, scaffold_split, write_split_json
+from .splits import (
+    SPLIT_NAMES,
+    murcko_scaffold,
+    random_split,
+    read_split_json,
+    scaffold_split,
+    sized_split,
+    write_split_json,
+)
 
 __all__ = [
     # featurize
@@ -87,6 +95,7 @@ __all__ = [
     "SPLIT_NAMES",
     "murcko_scaffold",
     "random_split",
+    "sized_split",
     "read_split_json",
     "scaffold_split",
     "write_split_json",

@@ -12,14 +12,17 @@ number in ``dsgdb9nsd_NNNNNN``).
 
 from __future__ import annotations
 
+import concurrent.futures
 import copy
 import csv
 import enum
 import importlib.util
 import logging
 import math
+import multiprocessing
+import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -384,7 +387,7 @@ _QM9PACK_COLUMNS = {
     "lumo": "LUMO_au",
     "gap": "HOMO_LUMO_gap_au",
     "r2": "R2_bohr2",
-    "zpve": "ZOVE_au",
+    "zpve": "ZPVE_au",
     "u0": "InternalEnergy_0K_au",
     "u298": "InternalEnergy_298K_au",
     "h298": "Enthalphy_298K_au",
@@ -410,8 +413,11 @@ class QM9Source(enum.Enum):
 class _QM9Record(NamedTuple):
     index: int
     smiles: str
-    atomic_numbers: list[int]
-    positions: Tensor
+    # Either parsed already (the subset), or qm9pack's text, parsed by _geometry only for
+    # the molecules that are featurised, and in the worker processes when there are any.
+    atoms: list[int] | str
+    coordinates: Tensor | str
+    origin: str  # file and line, for error messages
     raw_targets: list[float]  # in QM9's own units, in the order asked for
 
 
@@ -423,6 +429,9 @@ def load_qm9(
     targets: Sequence[str] = tuple(QM9_TARGETS),
     skip_invalid: bool = False,
     limit: int | None = None,
+    sample: int | None = None,
+    seed: int = 0,
+    workers: int | None = None,
 ) -> MoleculeDataset:
     """QM9 (Ramakrishnan et al. 2014) with DFT geometries; energies converted to eV.
 
@@ -443,7 +452,15 @@ def load_qm9(
         source: the 5,000-molecule subset in the data directory, or the full set from qm9pack.
         targets: names from :data:`QM9_TARGETS`, in the order of the targets tensor.
         skip_invalid: skip molecules whose SMILES cannot be read or matched to the geometry.
-        limit: read only the first molecules (for quick experiments and tests).
+        limit: read only the first molecules (for quick experiments and tests). QM9 is
+            ordered by size, so the first molecules are the smallest: use ``sample`` for a
+            representative part.
+        sample: featurise only this many molecules drawn at random (``seed``) from those
+            read, kept in QM9's order. Drawn before featurisation, so a small sample of the
+            full set loads in seconds.
+        seed: seed of ``sample``'s draw.
+        workers: processes that featurise in parallel; ``None`` picks one per CPU core for
+            large reads and one for small ones.
 
     Raises:
         FileNotFoundError: the subset is not in the data directory.
@@ -467,18 +484,22 @@ def load_qm9(
         where = _qm9pack_folder()
         records = _read_qm9pack(where, targets, limit)
 
+    if sample is not None:
+        records = list(records)
+        if not 0 < sample <= len(records):
+            raise ValueError(f"sample must be between 1 and the {len(records)} molecules read, got {sample}")
+        chosen = torch.randperm(len(records), generator=torch.Generator().manual_seed(seed))[:sample]
+        records = [records[i] for i in sorted(chosen.tolist())]
+
     smiles_list, graphs, values, rows, skipped = [], [], [], [], []
     scale = torch.tensor([HARTREE_TO_EV if t in _HARTREE_TARGETS else 1.0 for t in targets], dtype=torch.float64)
-    for record in records:
-        try:
-            mol = mol_with_geometry(mol_from_smiles(record.smiles), record.atomic_numbers, record.positions)
-            graph = mol_to_graph(mol, config)
-        except MoleculeError as error:
+    for record, (graph, error) in zip(*_featurize_records(records, config, workers)):
+        if error is not None:
             message = f"QM9 molecule {record.index} ({record.smiles!r}): {error}"
             if not skip_invalid:
-                raise MoleculeError(f"{where}: {message}") from error
+                raise MoleculeError(f"{where}: {message}")
             logger.warning("%s: skipped %s", where, message)
-            skipped.append(SkippedRow(record.index, record.smiles, str(error)))
+            skipped.append(SkippedRow(record.index, record.smiles, error))
             continue
         smiles_list.append(record.smiles)
         graphs.append(graph)
@@ -496,6 +517,68 @@ def load_qm9(
         rows=rows,
         skipped=skipped,
     )
+
+
+# Reads smaller than this are featurised in the calling process: starting workers costs
+# more than it saves.
+_PARALLEL_MINIMUM = 20000
+
+
+def _featurize_record(record: _QM9Record, config: FeaturizerConfig) -> tuple[Data | None, str | None]:
+    """``(graph, None)``, or ``(None, reason)`` for a molecule that cannot be featurised."""
+    numbers, positions = _geometry(record)
+    try:
+        mol = mol_with_geometry(mol_from_smiles(record.smiles), numbers, positions)
+        return mol_to_graph(mol, config), None
+    except MoleculeError as error:
+        return None, str(error)
+
+
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+_SYMBOL = re.compile(r"[A-Z][a-z]?")
+_QM9_ELEMENTS = {symbol: number for number, symbol in enumerate(["", "H", "He", "Li", "Be", "B", "C", "N", "O", "F"])}
+
+
+def _geometry(record: _QM9Record) -> tuple[list[int], Tensor]:
+    """Atomic numbers and ``[atoms, 3]`` positions of a record, parsing qm9pack's text if need be.
+
+    qm9pack writes ``Elements`` and ``XYZ_Ang`` as Python-style lists; they are read with
+    regular expressions rather than ``eval``.
+    """
+    if not isinstance(record.atoms, str):
+        return record.atoms, record.coordinates
+    symbols = _SYMBOL.findall(record.atoms)
+    values = [float(v) for v in _NUMBER.findall(record.coordinates.replace("*^", "e"))]
+    if not symbols or len(values) != 3 * len(symbols) or any(s not in _QM9_ELEMENTS for s in symbols):
+        raise ValueError(
+            f"{record.origin}: cannot read {len(symbols)} atoms from Elements {record.atoms[:80]!r} "
+            f"and XYZ_Ang {record.coordinates[:80]!r}"
+        )
+    return [_QM9_ELEMENTS[s] for s in symbols], torch.tensor(values, dtype=torch.float64).reshape(-1, 3)
+
+
+def _featurize_chunk(chunk: list[_QM9Record], config: FeaturizerConfig) -> list[tuple[Data | None, str | None]]:
+    return [_featurize_record(record, config) for record in chunk]
+
+
+def _featurize_records(
+    records: Iterable[_QM9Record], config: FeaturizerConfig, workers: int | None
+) -> tuple[list[_QM9Record], list[tuple[Data | None, str | None]]]:
+    """The records and, in the same order, their featurisation results.
+
+    rdkit holds the GIL, so parallel featurisation needs processes; the chunks are large so
+    that pickling the graphs back costs little beside featurising them.
+    """
+    records = list(records)
+    if workers is None:
+        workers = (os.cpu_count() or 1) if len(records) >= _PARALLEL_MINIMUM else 1
+    if workers <= 1 or len(records) < 2:
+        return records, [_featurize_record(record, config) for record in records]
+    size = max(256, math.ceil(len(records) / (4 * workers)))
+    chunks = [records[i : i + size] for i in range(0, len(records), size)]
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        results = [item for part in pool.map(_featurize_chunk, chunks, [config] * len(chunks)) for item in part]
+    return records, results
 
 
 def _read_qm9_subset(path: Path, targets: Sequence[str], limit: int | None) -> Iterator[_QM9Record]:
@@ -520,8 +603,9 @@ def _read_qm9_subset(path: Path, targets: Sequence[str], limit: int | None) -> I
         yield _QM9Record(
             index=int(arrays["index"][i]),
             smiles=str(arrays["smiles"][i]),
-            atomic_numbers=z[start:end].tolist(),
-            positions=pos[start:end],
+            atoms=z[start:end].tolist(),
+            coordinates=pos[start:end],
+            origin=f"{path}, molecule {i}",
             raw_targets=arrays["targets"][i, columns].tolist(),
         )
 
@@ -543,17 +627,11 @@ def _qm9pack_folder() -> Path:
     return folder
 
 
-_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
-_SYMBOL = re.compile(r"[A-Z][a-z]?")
-
-
 def _read_qm9pack(folder: Path, targets: Sequence[str], limit: int | None) -> Iterator[_QM9Record]:
     """Molecules of qm9pack's CSV files: ``Index``, ``SMILES``, ``Elements``, ``XYZ_Ang`` and the properties.
 
-    ``Elements`` is a list of symbols and ``XYZ_Ang`` the coordinates, each written as a
-    Python-style list; both are read with regular expressions rather than ``eval``.
+    The geometry is kept as text here and parsed by :func:`_geometry`.
     """
-    table = {symbol: number for number, symbol in enumerate(["", "H", "He", "Li", "Be", "B", "C", "N", "O", "F"])}
     count = 0
     for name in _QM9PACK_FILES:
         path = folder / name
@@ -567,13 +645,6 @@ def _read_qm9pack(folder: Path, targets: Sequence[str], limit: int | None) -> It
                 if limit is not None and count >= limit:
                     return
                 line = reader.line_num
-                symbols = _SYMBOL.findall(record["Elements"])
-                coordinates = [float(v) for v in _NUMBER.findall(record["XYZ_Ang"].replace("*^", "e"))]
-                if not symbols or len(coordinates) != 3 * len(symbols) or any(s not in table for s in symbols):
-                    raise ValueError(
-                        f"{path}, line {line}: cannot read {len(symbols)} atoms from Elements {record['Elements'][:80]!r} "
-                        f"and XYZ_Ang {record['XYZ_Ang'][:80]!r}"
-                    )
                 try:
                     raw = [float(record[_QM9PACK_COLUMNS[t]].replace("*^", "e")) for t in targets]
                 except ValueError as error:
@@ -582,7 +653,8 @@ def _read_qm9pack(folder: Path, targets: Sequence[str], limit: int | None) -> It
                 yield _QM9Record(
                     index=int(record["Index"]),
                     smiles=record["SMILES"].strip(),
-                    atomic_numbers=[table[s] for s in symbols],
-                    positions=torch.tensor(coordinates, dtype=torch.float64).reshape(-1, 3),
+                    atoms=record["Elements"],
+                    coordinates=record["XYZ_Ang"],
+                    origin=f"{path}, line {line}",
                     raw_targets=raw,
                 )

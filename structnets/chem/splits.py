@@ -18,7 +18,15 @@ from rdkit.Chem.Scaffolds import MurckoScaffold
 
 from .featurize import MoleculeError, mol_from_smiles
 
-__all__ = ["SPLIT_NAMES", "random_split", "murcko_scaffold", "scaffold_split", "read_split_json", "write_split_json"]
+__all__ = [
+    "SPLIT_NAMES",
+    "random_split",
+    "sized_split",
+    "murcko_scaffold",
+    "scaffold_split",
+    "read_split_json",
+    "write_split_json",
+]
 
 #: The keys of a split, in order.
 SPLIT_NAMES: tuple[str, str, str] = ("train", "val", "test")
@@ -45,6 +53,19 @@ def random_split(num: int, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: i
     order = np.random.default_rng(seed).permutation(num).tolist()
     first, second = round(num * train), round(num * (train + val))
     parts = (order[:first], order[first:second], order[second:])
+    return {name: sorted(part) for name, part in zip(SPLIT_NAMES, parts)}
+
+
+def sized_split(num: int, train: int, val: int, seed: int = 0) -> dict[str, list[int]]:
+    """A random split with ``train`` and ``val`` molecules and the rest as test.
+
+    Gilmer et al. (2017) split QM9 this way: 110,000 training and 10,000 validation
+    molecules, the remaining ~10,800 for test (``sized_split(len(qm9), 110_000, 10_000)``).
+    """
+    if train < 1 or val < 0 or train + val > num:
+        raise ValueError(f"cannot take {train} training and {val} validation molecules out of {num}")
+    order = np.random.default_rng(seed).permutation(num).tolist()
+    parts = (order[:train], order[train : train + val], order[train + val :])
     return {name: sorted(part) for name, part in zip(SPLIT_NAMES, parts)}
 
 

@@ -44,6 +44,8 @@ from ..chem import (
     FeaturizerConfig,
     MoleculeDataset,
     MoleculeError,
+    QM9Source,
+    atom_feature_names,
     atom_feature_size,
     bond_feature_size,
     graph_from_smiles,
@@ -55,6 +57,7 @@ from ..chem import (
     read_molecule_csv,
     read_split_json,
     scaffold_split,
+    sized_split,
 )
 from ..models import MPNN, MPNNConfig
 from ..training import clip_gradients, load_checkpoint
@@ -83,7 +86,24 @@ class SplitKind(enum.Enum):
     SCAFFOLD = "scaffold"
 
 
-DATASETS = {"esol": load_esol, "freesolv": load_freesolv, "lipophilicity": load_lipophilicity, "qm9": load_qm9}
+def _load_qm9_full(**kwargs: Any) -> MoleculeDataset:
+    return load_qm9(source=QM9Source.QM9PACK, **kwargs)
+
+
+def _load_qm9_subset(**kwargs: Any) -> MoleculeDataset:
+    return load_qm9(source=QM9Source.SUBSET, **kwargs)
+
+
+#: Named datasets. ``qm9`` is the full set, read from the installed ``qm9pack`` package;
+#: ``qm9-subset`` the 5,000-molecule subset in the data directory.
+DATASETS = {
+    "esol": load_esol,
+    "freesolv": load_freesolv,
+    "lipophilicity": load_lipophilicity,
+    "qm9": _load_qm9_full,
+    "qm9-subset": _load_qm9_subset,
+}
+_QM9_DATASETS = frozenset({"qm9", "qm9-subset"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,10 +122,13 @@ class MolpropConfig:
     target_columns: tuple[str, ...] = ()
     data_dir: str | None = None
     limit: int | None = None
+    sample: int | None = None
     task: Task = Task.REGRESSION
     split: SplitKind = SplitKind.RANDOM
     split_indices: str | None = None
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    split_sizes: tuple[int, int] | None = None
+    composition_baseline: bool | None = None
     explicit_hydrogens: bool = False
     distances: bool = False
     complete_graph: bool = False
@@ -138,8 +161,21 @@ class MolpropConfig:
             raise ValueError("--data needs at least one --target-column")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be positive, got {self.epochs} and {self.batch_size}")
+        if self.sample is not None and self.sample < 1:
+            raise ValueError(f"sample must be positive, got {self.sample}")
+        if self.split_sizes is not None and (len(self.split_sizes) != 2 or min(self.split_sizes) < 1):
+            raise ValueError(f"split sizes must be two positive counts (train, val), got {self.split_sizes}")
         if len(self.fractions) != 3 or any(f < 0 for f in self.fractions) or abs(sum(self.fractions) - 1) > 1e-6:
             raise ValueError(f"split fractions must be three non-negative numbers summing to 1, got {self.fractions}")
+
+    @property
+    def uses_baseline(self) -> bool:
+        """Whether targets are fitted on composition first; by default for QM9 regression."""
+        if self.task is Task.CLASSIFICATION:
+            return False
+        if self.composition_baseline is None:
+            return self.dataset in _QM9_DATASETS
+        return self.composition_baseline
 
     @property
     def featurizer(self) -> FeaturizerConfig:
@@ -151,6 +187,7 @@ class MolpropConfig:
         out = dataclasses.asdict(self)
         out["task"], out["split"], out["schedule"] = self.task.value, self.split.value, self.schedule.value
         out["target_columns"], out["fractions"] = list(self.target_columns), list(self.fractions)
+        out["split_sizes"] = None if self.split_sizes is None else list(self.split_sizes)
         return out
 
 
@@ -187,7 +224,12 @@ def load_dataset(config: MolpropConfig) -> MoleculeDataset:
         kwargs: dict[str, Any] = {"data_dir": config.data_dir, "config": config.featurizer}
         if config.limit is not None:
             kwargs["limit"] = config.limit
+        if config.dataset in _QM9_DATASETS and config.sample is not None:
+            # Drawn before featurisation: a few thousand molecules of QM9 load in seconds.
+            kwargs.update(sample=config.sample, seed=config.seed)
         dataset = loader(**kwargs)
+        if config.dataset not in _QM9_DATASETS and config.sample is not None:
+            dataset = _subsample(dataset, config.sample, config.seed)
         if config.target_columns:
             missing = [t for t in config.target_columns if t not in dataset.target_names]
             if missing:
@@ -199,42 +241,110 @@ def load_dataset(config: MolpropConfig) -> MoleculeDataset:
                 dataset, targets=dataset.targets[:, keep], target_names=list(config.target_columns)
             )
         return dataset
-    return read_molecule_csv(
+    dataset = read_molecule_csv(
         Path(config.data),
         config.smiles_column,
         list(config.target_columns),
         config.featurizer,
         skip_invalid=config.skip_invalid,
     )
+    return dataset if config.sample is None else _subsample(dataset, config.sample, config.seed)
+
+
+def _subsample(dataset: MoleculeDataset, sample: int, seed: int) -> MoleculeDataset:
+    """``sample`` molecules drawn at random (``seed``), kept in file order."""
+    if sample > len(dataset):
+        raise ValueError(f"cannot sample {sample} molecules out of the {len(dataset)} read")
+    keep = sorted(torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:sample].tolist())
+    return dataclasses.replace(
+        dataset,
+        smiles=[dataset.smiles[i] for i in keep],
+        graphs=[dataset.graphs[i] for i in keep],
+        targets=dataset.targets[keep],
+        rows=[dataset.rows[i] for i in keep],
+    )
 
 
 def make_split(config: MolpropConfig, dataset: MoleculeDataset) -> dict[str, list[int]]:
     if config.split_indices is not None:
         return read_split_json(Path(config.split_indices), len(dataset))
+    if config.split_sizes is not None:
+        if config.split is SplitKind.SCAFFOLD:
+            raise ValueError("--split-sizes makes a random split; it cannot be combined with --split scaffold")
+        return sized_split(len(dataset), *config.split_sizes, seed=config.seed)
     if config.split is SplitKind.SCAFFOLD:
         return scaffold_split(dataset.smiles, config.fractions, seed=config.seed)
     return random_split(len(dataset), config.fractions, seed=config.seed)
 
 
+def composition(graphs: Sequence, featurizer: FeaturizerConfig) -> Tensor:
+    """``[num_graphs, elements + 2]``: each molecule's atom count per element slot (hydrogens
+    included, whether or not they are graph nodes), and a column of ones.
+
+    Read from the featurised atoms, so it needs no second pass through rdkit.
+    """
+    names = atom_feature_names(featurizer)
+    elements = [k for k, n in enumerate(names) if n.startswith("element=")]
+    hydrogen_slot = names.index("element=H") if "element=H" in names else None
+    hydrogen_counts = [
+        (k, float(n.split("=")[1].rstrip("+"))) for k, n in enumerate(names) if n.startswith("hydrogens=")
+    ]
+    out = torch.zeros(len(graphs), len(elements) + 2, dtype=torch.float64)
+    columns = torch.tensor(elements)
+    for i, graph in enumerate(graphs):
+        x = graph.x.to(torch.float64)
+        out[i, : len(elements)] = x[:, columns].sum(0)
+        if not featurizer.explicit_hydrogens:
+            # Hydrogens live in the heavy atoms' hydrogen-count one-hot; an explicit
+            # hydrogen atom would be counted twice, once as a node and once there.
+            hydrogens = sum(count * float(x[:, k].sum()) for k, count in hydrogen_counts)
+            if hydrogen_slot is not None:
+                out[i, elements.index(hydrogen_slot)] += hydrogens
+            else:
+                out[i, len(elements)] += hydrogens
+    out[:, -1] = 1.0
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class Scaler:
-    """Per-target standardisation fitted on the training split (identity for classification)."""
+    """Per-target standardisation fitted on the training split (identity for classification).
+
+    With ``baseline`` set, a linear model of the molecule's composition (atoms per element,
+    plus a constant) is fitted on the training split first, and the network learns the
+    standardised remainder. Extensive properties such as QM9's total energies (standard
+    deviation ~10 eV, almost all of it from the atom counts) then leave the network only
+    the part that depends on the structure, like the per-element reference energies of
+    SchNet and others.
+    """
 
     mean: Tensor
     std: Tensor
+    baseline: Tensor | None = None  # [elements + 2, targets]
 
     @classmethod
-    def fit(cls, targets: Tensor, task: Task) -> Scaler:
+    def fit(cls, targets: Tensor, task: Task, counts: Tensor | None = None) -> Scaler:
         if task is Task.CLASSIFICATION:
             return cls(torch.zeros(targets.shape[1]), torch.ones(targets.shape[1]))
+        baseline = None
+        if counts is not None:
+            baseline = torch.linalg.lstsq(counts, targets.to(torch.float64), driver="gelsd").solution
+            targets = targets - (counts @ baseline).to(targets.dtype)
         std = targets.std(0, unbiased=False)
-        return cls(targets.mean(0), torch.where(std > 0, std, torch.ones_like(std)))
+        return cls(targets.mean(0), torch.where(std > 0, std, torch.ones_like(std)), baseline)
 
-    def transform(self, y: Tensor) -> Tensor:
-        return (y - self.mean.to(y)) / self.std.to(y)
+    def _offset(self, y: Tensor, counts: Tensor | None) -> Tensor:
+        if self.baseline is None:
+            return self.mean.to(y)
+        if counts is None:
+            raise ValueError("this scaler has a composition baseline: pass the molecules' composition")
+        return (counts @ self.baseline).to(y) + self.mean.to(y)
 
-    def inverse(self, y: Tensor) -> Tensor:
-        return y * self.std.to(y) + self.mean.to(y)
+    def transform(self, y: Tensor, counts: Tensor | None = None) -> Tensor:
+        return (y - self._offset(y, counts)) / self.std.to(y)
+
+    def inverse(self, y: Tensor, counts: Tensor | None = None) -> Tensor:
+        return y * self.std.to(y) + self._offset(y, counts)
 
 
 # ---------------------------------------------------------------------------- metrics
@@ -419,11 +529,13 @@ def train(config: MolpropConfig, out_dir: Path, progress: bool = True) -> dict[s
         raise ValueError(f"the split leaves no molecules for training or validation ({len(dataset)} molecules)")
     names = list(dataset.target_names)
     targets = dataset.targets
-    scaler = Scaler.fit(targets[split["train"]], config.task)
+    counts = composition(dataset.graphs, config.featurizer) if config.uses_baseline else None
+    scaler = Scaler.fit(targets[split["train"]], config.task, None if counts is None else counts[split["train"]])
+    scaled = scaler.transform(targets, counts)
     graphs = []
     for index, graph in enumerate(dataset.graphs):
         graph = graph.clone()
-        graph.y = scaler.transform(targets[index : index + 1])
+        graph.y = scaled[index : index + 1]
         graphs.append(graph)
 
     with _distributed(device) as dist:
@@ -447,7 +559,7 @@ def train(config: MolpropConfig, out_dir: Path, progress: bool = True) -> dict[s
             batch.to(device)
             for batch in DataLoader([graphs[i] for i in split["val"]], batch_size=_EVAL_BATCH, shuffle=False)
         ]
-        val_targets = scaler.transform(targets[split["val"]])
+        val_targets = scaled[split["val"]]
         best_val, best_state, best_epoch, stale, history = math.inf, None, 0, 0, []
         bar = tqdm(range(1, config.epochs + 1), desc="molprop", disable=not (progress and dist.main), unit="epoch")
         for epoch in bar:
@@ -494,7 +606,10 @@ def train(config: MolpropConfig, out_dir: Path, progress: bool = True) -> dict[s
         if not dist.main:
             return {}
         predictions = {
-            name: scaler.inverse(_predict_graphs(model, [graphs[i] for i in split[name]], 64, device))
+            name: scaler.inverse(
+                _predict_graphs(model, [graphs[i] for i in split[name]], 64, device),
+                None if counts is None else counts[split[name]],
+            )
             if config.task is Task.REGRESSION
             else _predict_graphs(model, [graphs[i] for i in split[name]], 64, device)
             for name in SPLITS
@@ -522,6 +637,7 @@ def train(config: MolpropConfig, out_dir: Path, progress: bool = True) -> dict[s
             "target_names": names,
             "scaler_mean": scaler.mean,
             "scaler_std": scaler.std,
+            "scaler_baseline": scaler.baseline,
         },
         out_dir / "model.pt",
     )
@@ -580,13 +696,15 @@ def load_model(model_dir: Path, device: str = "cpu") -> tuple[MPNN, MolpropConfi
     raw["task"], raw["split"] = Task(raw["task"]), SplitKind(raw["split"])
     raw["schedule"] = Schedule(raw.get("schedule", Schedule.PLATEAU.value))
     raw["target_columns"], raw["fractions"] = tuple(raw["target_columns"]), tuple(raw["fractions"])
+    if raw.get("split_sizes") is not None:
+        raw["split_sizes"] = tuple(raw["split_sizes"])
     config = MolpropConfig(**raw)
     model = MPNN(MPNNConfig(**checkpoint["model_config"]))
     model.load_state_dict(checkpoint["state_dict"])
     return (
         model.to(device).eval(),
         config,
-        Scaler(checkpoint["scaler_mean"], checkpoint["scaler_std"]),
+        Scaler(checkpoint["scaler_mean"], checkpoint["scaler_std"], checkpoint.get("scaler_baseline")),
         checkpoint["target_names"],
     )
 
@@ -594,6 +712,11 @@ def load_model(model_dir: Path, device: str = "cpu") -> tuple[MPNN, MolpropConfi
 def predict(model_dir: Path, data: Path, smiles_column: str, out: Path, batch_size: int = 64) -> int:
     """Predicts every row of ``data``; returns the number of rows that could not be featurised."""
     model, config, scaler, names = load_model(model_dir)
+    if config.distances or config.complete_graph:
+        raise ValueError(
+            f"{model_dir} was trained on 3D inputs (distances or the complete graph), and predict reads SMILES, "
+            "which carry no geometry; train without --distances/--complete-graph to predict from SMILES"
+        )
     with Path(data).open(newline="") as handle:
         reader = csv.DictReader(handle)
         if reader.fieldnames is None or smiles_column not in reader.fieldnames:
@@ -610,7 +733,7 @@ def predict(model_dir: Path, data: Path, smiles_column: str, out: Path, batch_si
     good = [g for g in graphs if g is not None]
     outputs = _predict_graphs(model, good, batch_size, torch.device("cpu")) if good else torch.zeros(0, len(names))
     if config.task is Task.REGRESSION:
-        outputs = scaler.inverse(outputs)
+        outputs = scaler.inverse(outputs, composition(good, config.featurizer) if config.uses_baseline else None)
     else:
         outputs = torch.sigmoid(outputs)
     out = Path(out)
@@ -632,13 +755,29 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     tr = actions.add_parser("train", help="train an MPNN and write metrics, checkpoint, predictions and a parity plot")
     source = tr.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", help="CSV file with a SMILES column and target columns")
-    source.add_argument("--dataset", choices=sorted(DATASETS), help="a named dataset read from the data directory")
+    source.add_argument(
+        "--dataset",
+        choices=sorted(DATASETS),
+        help="a named dataset: esol, freesolv, lipophilicity and qm9-subset are read from the data directory, "
+        "qm9 (all 130,831 molecules) from the installed qm9pack package",
+    )
     tr.add_argument("--smiles-column", default="smiles")
     tr.add_argument("--target-column", action="append", default=[], dest="target_columns")
     tr.add_argument("--data-dir", help="data directory (default: $STRUCTNETS_DATA_DIR)")
     tr.add_argument("--limit", type=int, help="use the first N molecules of a named dataset")
+    tr.add_argument(
+        "--sample", type=int, help="use N molecules drawn at random (--seed); for QM9, drawn before featurisation"
+    )
     tr.add_argument("--task", choices=[t.value for t in Task], default=Task.REGRESSION.value)
     tr.add_argument("--split", choices=[s.value for s in SplitKind], default=SplitKind.RANDOM.value)
+    tr.add_argument(
+        "--split-sizes",
+        type=int,
+        nargs=2,
+        metavar=("TRAIN", "VAL"),
+        help="random split with this many training and validation molecules, the rest test "
+        "(Gilmer et al.'s QM9 split: 110000 10000)",
+    )
     tr.add_argument("--split-indices", help='JSON file {"train": [...], "val": [...], "test": [...]} of row indices')
     tr.add_argument("--explicit-hydrogens", action="store_true")
     tr.add_argument("--distances", action="store_true", help="interatomic distances as edge features (3D data)")
@@ -667,6 +806,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=True,
         help="also read out the sum of node states (Set2Set alone is blind to molecule size)",
     )
+    tr.add_argument(
+        "--composition-baseline",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="fit each target on the atom counts per element first and learn the remainder "
+        "(default: on for QM9, off otherwise)",
+    )
     tr.add_argument("--schedule", choices=[s.value for s in Schedule], default=Schedule.PLATEAU.value)
     tr.add_argument("--device", default="cpu")
     tr.add_argument("--out", required=True, type=Path)
@@ -689,6 +835,9 @@ def _train_cli(args: argparse.Namespace) -> int:
         target_columns=tuple(args.target_columns),
         data_dir=args.data_dir,
         limit=args.limit,
+        sample=args.sample,
+        composition_baseline=args.composition_baseline,
+        split_sizes=None if args.split_sizes is None else tuple(args.split_sizes),
         task=Task(args.task),
         split=SplitKind(args.split),
         split_indices=args.split_indices,
