@@ -24,6 +24,7 @@ from .datasets import (
     load_lipophilicity,
     load_qm9,
     read_molecule_csv,
+    write_qm9_npz,
 )
 from .featurize import (
     DEFAULT_ELEMENTS,
@@ -90,6 +91,7 @@ __all__ = [
     "load_freesolv",
     "load_lipophilicity",
     "load_qm9",
+    "write_qm9_npz",
     "read_molecule_csv",
     # splits
     "SPLIT_NAMES",

@@ -37,7 +37,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
-from torch_geometric.loader import DataLoader
 from tqdm.auto import tqdm
 
 from ..chem import (
@@ -129,6 +128,9 @@ class MolpropConfig:
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     split_sizes: tuple[int, int] | None = None
     composition_baseline: bool | None = None
+    qm9_npz: str | None = None
+    distance_bins: int | None = None
+    max_seconds: float | None = None
     explicit_hydrogens: bool = False
     distances: bool = False
     complete_graph: bool = False
@@ -161,6 +163,12 @@ class MolpropConfig:
             raise ValueError("--data needs at least one --target-column")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be positive, got {self.epochs} and {self.batch_size}")
+        if self.distance_bins is not None and self.distance_bins > 0 and not self.distances:
+            raise ValueError("--distance-bins expands the distance feature: it needs --distances")
+        if self.qm9_npz is not None and self.dataset not in _QM9_DATASETS:
+            raise ValueError("--qm9-npz replaces the source of --dataset qm9; it does not apply to other data")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise ValueError(f"max_seconds must be positive, got {self.max_seconds}")
         if self.sample is not None and self.sample < 1:
             raise ValueError(f"sample must be positive, got {self.sample}")
         if self.split_sizes is not None and (len(self.split_sizes) != 2 or min(self.split_sizes) < 1):
@@ -169,13 +177,18 @@ class MolpropConfig:
             raise ValueError(f"split fractions must be three non-negative numbers summing to 1, got {self.fractions}")
 
     @property
+    def bins(self) -> int:
+        """Gaussians per distance: 16 by default when distances are features, else none."""
+        if self.distance_bins is not None:
+            return self.distance_bins
+        return 16 if self.distances else 0
+
+    @property
     def uses_baseline(self) -> bool:
-        """Whether targets are fitted on composition first; by default for QM9 regression."""
+        """Whether targets are fitted on composition first: by default for every regression."""
         if self.task is Task.CLASSIFICATION:
             return False
-        if self.composition_baseline is None:
-            return self.dataset in _QM9_DATASETS
-        return self.composition_baseline
+        return True if self.composition_baseline is None else self.composition_baseline
 
     @property
     def featurizer(self) -> FeaturizerConfig:
@@ -224,6 +237,8 @@ def load_dataset(config: MolpropConfig) -> MoleculeDataset:
         kwargs: dict[str, Any] = {"data_dir": config.data_dir, "config": config.featurizer}
         if config.limit is not None:
             kwargs["limit"] = config.limit
+        if config.dataset in _QM9_DATASETS and config.qm9_npz is not None:
+            kwargs["path"] = config.qm9_npz
         if config.dataset in _QM9_DATASETS and config.sample is not None:
             # Drawn before featurisation: a few thousand molecules of QM9 load in seconds.
             kwargs.update(sample=config.sample, seed=config.seed)
@@ -328,6 +343,9 @@ class Scaler:
             return cls(torch.zeros(targets.shape[1]), torch.ones(targets.shape[1]))
         baseline = None
         if counts is not None:
+            # Least squares, minimum-norm: an element absent from training gets coefficient 0.
+            # No ridge penalty: on additive targets such as total energies (~1,000 eV per
+            # carbon) any shrinkage of a rare element's coefficient costs that much error.
             baseline = torch.linalg.lstsq(counts, targets.to(torch.float64), driver="gelsd").solution
             targets = targets - (counts @ baseline).to(targets.dtype)
         std = targets.std(0, unbiased=False)
@@ -403,6 +421,9 @@ def build_model(config: MolpropConfig, num_targets: int) -> MPNN:
             readout_hidden_size=config.readout_hidden_size,
             dropout=config.dropout,
             sum_readout=config.sum_readout,
+            distance_bins=config.bins,
+            # Bonded atoms sit 0.9-1.9 A apart; a complete graph's pairs reach ~9 A in QM9.
+            distance_cutoff=8.0 if config.complete_graph else 3.0,
         )
     )
 
@@ -445,7 +466,9 @@ class _PackedGraphs:
     def __init__(self, graphs: list) -> None:
         self.x = torch.cat([g.x for g in graphs])
         self.edge_attr = torch.cat([g.edge_attr for g in graphs])
-        self.y = torch.cat([g.y for g in graphs])
+        # Graphs to predict for carry no targets.
+        has_y = all(getattr(g, "y", None) is not None for g in graphs)
+        self.y = torch.cat([g.y for g in graphs]) if has_y and graphs else torch.zeros(len(graphs), 0)
         self.nodes = torch.tensor([g.num_nodes for g in graphs])
         self.edges = torch.tensor([g.edge_index.shape[1] for g in graphs])
         self.node_start = torch.cumsum(self.nodes, 0) - self.nodes
@@ -509,13 +532,22 @@ def _predict_batches(model: nn.Module, batches: list) -> Tensor:
 def _predict_graphs(model: nn.Module, graphs: list, batch_size: int, device: torch.device) -> Tensor:
     model.eval()
     outputs = []
-    for batch in DataLoader(graphs, batch_size=batch_size, shuffle=False):
-        outputs.append(_unwrap(model).forward_batch(batch.to(device)).cpu())
+    packed = _PackedGraphs(graphs) if graphs else None
+    for chosen in torch.arange(len(graphs)).split(batch_size):
+        outputs.append(_unwrap(model).forward_batch(packed.batch(chosen).to(device)).cpu())
     return torch.cat(outputs) if outputs else torch.zeros(0, _unwrap(model).config.num_targets)
 
 
 def _unwrap(model: nn.Module) -> MPNN:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def _out_of_time(started: float, budget: float, device: torch.device, dist: _Distributed) -> bool:
+    """Whether the budget is spent; under DDP rank 0 decides for all, so that all stop together."""
+    spent = torch.tensor([float(time.perf_counter() - started >= budget)], device=device)
+    if dist.world_size > 1:
+        torch.distributed.broadcast(spent, 0)
+    return bool(spent.item())
 
 
 def train(config: MolpropConfig, out_dir: Path, progress: bool = True) -> dict[str, Any]:
@@ -555,12 +587,13 @@ def train(config: MolpropConfig, out_dir: Path, progress: bool = True) -> dict[s
         per_batch, scheduler = _make_scheduler(optimizer, config, batches_per_epoch)
         # The validation set is collated once: re-collating it every epoch costs as much as
         # evaluating it.
+        val_packed = _PackedGraphs([graphs[i] for i in split["val"]])
         val_batches = [
-            batch.to(device)
-            for batch in DataLoader([graphs[i] for i in split["val"]], batch_size=_EVAL_BATCH, shuffle=False)
+            val_packed.batch(chosen).to(device) for chosen in torch.arange(len(split["val"])).split(_EVAL_BATCH)
         ]
         val_targets = scaled[split["val"]]
         best_val, best_state, best_epoch, stale, history = math.inf, None, 0, 0, []
+        stopped_by_time = False
         bar = tqdm(range(1, config.epochs + 1), desc="molprop", disable=not (progress and dist.main), unit="epoch")
         for epoch in bar:
             if sampler is not None:
@@ -601,17 +634,21 @@ def train(config: MolpropConfig, out_dir: Path, progress: bool = True) -> dict[s
                 if stale >= config.patience:
                     logger.info("early stopping at epoch %d (best %d)", epoch, best_epoch)
                     break
+            if config.max_seconds is not None and _out_of_time(started, config.max_seconds, device, dist):
+                logger.warning("stopping after epoch %d: the %.0f s time budget is spent", epoch, config.max_seconds)
+                stopped_by_time = True
+                break
         if best_state is not None:
             _unwrap(model).load_state_dict(best_state)
         if not dist.main:
             return {}
         predictions = {
             name: scaler.inverse(
-                _predict_graphs(model, [graphs[i] for i in split[name]], 64, device),
+                _predict_graphs(model, [graphs[i] for i in split[name]], _EVAL_BATCH, device),
                 None if counts is None else counts[split[name]],
             )
             if config.task is Task.REGRESSION
-            else _predict_graphs(model, [graphs[i] for i in split[name]], 64, device)
+            else _predict_graphs(model, [graphs[i] for i in split[name]], _EVAL_BATCH, device)
             for name in SPLITS
         }
     metrics_fn = regression_metrics if config.task is Task.REGRESSION else classification_metrics
@@ -621,6 +658,7 @@ def train(config: MolpropConfig, out_dir: Path, progress: bool = True) -> dict[s
     metrics.update(
         best_epoch=best_epoch,
         epochs_run=len(history),
+        stopped_by_time_budget=stopped_by_time,
         train_seconds=time.perf_counter() - started,
         num_molecules={name: len(split[name]) for name in SPLITS},
         skipped_rows=[list(s) for s in dataset.skipped],
@@ -810,8 +848,18 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--composition-baseline",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="fit each target on the atom counts per element first and learn the remainder "
-        "(default: on for QM9, off otherwise)",
+        help="fit each target on the atom counts per element first and learn the remainder (default: on for "
+        "regression)",
+    )
+    tr.add_argument(
+        "--distance-bins",
+        type=int,
+        default=None,
+        help="Gaussians that expand each distance for the edge network (default 16 with --distances; 0: raw)",
+    )
+    tr.add_argument("--qm9-npz", help="with --dataset qm9: read this npz (structnets.chem.write_qm9_npz) instead")
+    tr.add_argument(
+        "--max-seconds", type=float, help="stop after the epoch that spends this many seconds; keeps the best so far"
     )
     tr.add_argument("--schedule", choices=[s.value for s in Schedule], default=Schedule.PLATEAU.value)
     tr.add_argument("--device", default="cpu")
@@ -837,6 +885,9 @@ def _train_cli(args: argparse.Namespace) -> int:
         limit=args.limit,
         sample=args.sample,
         composition_baseline=args.composition_baseline,
+        distance_bins=args.distance_bins,
+        qm9_npz=args.qm9_npz,
+        max_seconds=args.max_seconds,
         split_sizes=None if args.split_sizes is None else tuple(args.split_sizes),
         task=Task(args.task),
         split=SplitKind(args.split),
