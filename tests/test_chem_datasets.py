@@ -2,6 +2,7 @@ import dataclasses
 import importlib.util
 import logging
 import math
+import resource
 
 import numpy as np
 import pytest
@@ -230,10 +231,17 @@ def test_installed_qm9pack_agrees_with_the_subset(data_dir):
 
 
 def test_qm9_sample_is_seeded_ordered_and_parallel_featurisation_agrees(data_dir):
-    serial = load_qm9(data_dir, sample=30, seed=3, workers=1)
-    parallel = load_qm9(data_dir, sample=30, seed=3, workers=2)
-    assert len(serial) == 30 and serial.rows == sorted(serial.rows) == parallel.rows
-    assert serial.rows != load_qm9(data_dir, sample=30, seed=4, workers=1).rows
+    # 600 molecules are 2,400 tensors: under a limit of 1,000 open files, enough to run out
+    # of file descriptors if the workers sent tensors through torch's shared memory.
+    serial = load_qm9(data_dir, sample=600, seed=3, workers=1)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 1000), hard))
+    try:
+        parallel = load_qm9(data_dir, sample=600, seed=3, workers=2)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert len(serial) == 600 and serial.rows == sorted(serial.rows) == parallel.rows
+    assert serial.rows != load_qm9(data_dir, sample=600, seed=4, workers=1).rows
     assert_close(serial.targets, parallel.targets)
     for a, b in zip(serial.graphs, parallel.graphs):
         assert torch.equal(a.x, b.x) and torch.equal(a.edge_attr, b.edge_attr)

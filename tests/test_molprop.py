@@ -51,18 +51,36 @@ def test_same_seed_same_numbers(esol_run, tmp_path):
     assert again["test"] == metrics["test"]
 
 
-def test_predict_keeps_every_row_in_order(esol_run, tmp_path):
+def test_predict_keeps_every_row_and_column_in_order(esol_run, tmp_path):
     _, _, run = esol_run
-    data = _csv(tmp_path / "new.csv", [["CCO"], ["not-a-smiles"], ["c1ccccc1"]], header=("smiles",))
+    data = _csv(
+        tmp_path / "new.csv",
+        [["a", "CCO", "x"], ["b", "not-a-smiles", ""], ["c", "c1ccccc1", "z"]],
+        header=("name", "smiles", "note"),
+    )
     failed = predict(run, data, "smiles", tmp_path / "out.csv")
     assert failed == 1
-    rows = list(csv.DictReader((tmp_path / "out.csv").open()))
-    assert [r["smiles"] for r in rows] == ["CCO", "not-a-smiles", "c1ccccc1"]
+    with (tmp_path / "out.csv").open() as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+    target = "measured log solubility in mols per litre_pred"
+    assert reader.fieldnames == ["name", "smiles", "note", target, "error"]
+    assert [(r["name"], r["smiles"], r["note"]) for r in rows] == [
+        ("a", "CCO", "x"),
+        ("b", "not-a-smiles", ""),
+        ("c", "c1ccccc1", "z"),
+    ]
     assert rows[1]["error"] and "not-a-smiles" in rows[1]["error"]
     assert rows[0]["error"] == "" and rows[2]["error"] == ""
-    predicted = [float(r["measured log solubility in mols per litre"]) for r in (rows[0], rows[2])]
-    assert all(-20 < p < 20 for p in predicted)
-    assert rows[1]["measured log solubility in mols per litre"] == ""
+    assert all(-20 < float(r[target]) < 20 for r in (rows[0], rows[2]))
+    assert rows[1][target] == ""
+
+
+def test_predict_refuses_to_overwrite_an_input_column(esol_run, tmp_path):
+    _, _, run = esol_run
+    data = _csv(tmp_path / "new.csv", [["CCO", "old"]], header=("smiles", "error"))
+    with pytest.raises(ValueError, match=r"new.csv: the input already has column\(s\) \['error'\]"):
+        predict(run, data, "smiles", tmp_path / "out.csv")
 
 
 def test_user_csv_with_invalid_rows(tmp_path, capsys):
@@ -226,7 +244,7 @@ def test_qm9_run_with_baseline_sized_split_and_predict(tmp_path, data_dir):
     assert predict(tmp_path / "run", data, "smiles", tmp_path / "out.csv") == 0
     rows = list(csv.DictReader((tmp_path / "out.csv").open()))
     # Ethanol's U0 is -154.9 Hartree (-4,214 eV); cyclopropane's -117.9 Hartree (-3,208 eV).
-    assert abs(float(rows[0]["u0"]) + 4214) < 30 and abs(float(rows[1]["u0"]) + 3208) < 30
+    assert abs(float(rows[0]["u0_pred"]) + 4214) < 30 and abs(float(rows[1]["u0_pred"]) + 3208) < 30
 
 
 def test_predict_refuses_a_3d_model(tmp_path, data_dir):

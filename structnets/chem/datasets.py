@@ -566,8 +566,23 @@ def _geometry(record: _QM9Record) -> tuple[list[int], Tensor]:
     return [_QM9_ELEMENTS[s] for s in symbols], torch.tensor(values, dtype=torch.float64).reshape(-1, 3)
 
 
-def _featurize_chunk(chunk: list[_QM9Record], config: FeaturizerConfig) -> list[tuple[Data | None, str | None]]:
-    return [_featurize_record(record, config) for record in chunk]
+def _featurize_chunk(chunk: list[_QM9Record], config: FeaturizerConfig) -> list[tuple[dict | None, str | None]]:
+    """Featurises in a worker process; graphs travel back as numpy arrays.
+
+    Sent as tensors, each would go through torch's shared-memory pickling, one file
+    descriptor per tensor, and a large chunk exhausts the process's descriptors.
+    """
+    out = []
+    for record in chunk:
+        graph, error = _featurize_record(record, config)
+        if graph is not None:
+            graph = {k: v.numpy() if isinstance(v, Tensor) else v for k, v in graph.items()}
+        out.append((graph, error))
+    return out
+
+
+def _graph_from_arrays(fields: dict) -> Data:
+    return Data(**{k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in fields.items()})
 
 
 def _featurize_records(
@@ -585,8 +600,18 @@ def _featurize_records(
         return records, [_featurize_record(record, config) for record in records]
     size = max(256, math.ceil(len(records) / (4 * workers)))
     chunks = [records[i : i + size] for i in range(0, len(records), size)]
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        results = [item for part in pool.map(_featurize_chunk, chunks, [config] * len(chunks)) for item in part]
+    try:
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            results = [
+                (None if graph is None else _graph_from_arrays(graph), error)
+                for part in pool.map(_featurize_chunk, chunks, [config] * len(chunks))
+                for graph, error in part
+            ]
+    except concurrent.futures.process.BrokenProcessPool as error:
+        # A worker killed from outside (out of memory, a sandbox's limits): the work itself
+        # is sound, so finish it here rather than lose the run.
+        logger.warning("parallel featurisation failed (%s); featurising in this process instead", error)
+        results = [_featurize_record(record, config) for record in records]
     return records, results
 
 

@@ -131,6 +131,7 @@ class MolpropConfig:
     qm9_npz: str | None = None
     distance_bins: int | None = None
     max_seconds: float | None = None
+    workers: int | None = None
     explicit_hydrogens: bool = False
     distances: bool = False
     complete_graph: bool = False
@@ -239,6 +240,8 @@ def load_dataset(config: MolpropConfig) -> MoleculeDataset:
             kwargs["limit"] = config.limit
         if config.dataset in _QM9_DATASETS and config.qm9_npz is not None:
             kwargs["path"] = config.qm9_npz
+        if config.dataset in _QM9_DATASETS and config.workers is not None:
+            kwargs["workers"] = config.workers
         if config.dataset in _QM9_DATASETS and config.sample is not None:
             # Drawn before featurisation: a few thousand molecules of QM9 load in seconds.
             kwargs.update(sample=config.sample, seed=config.seed)
@@ -748,7 +751,11 @@ def load_model(model_dir: Path, device: str = "cpu") -> tuple[MPNN, MolpropConfi
 
 
 def predict(model_dir: Path, data: Path, smiles_column: str, out: Path, batch_size: int = 64) -> int:
-    """Predicts every row of ``data``; returns the number of rows that could not be featurised."""
+    """Predicts every row of ``data``; returns the number of rows that could not be featurised.
+
+    ``out`` has the input's rows in order, all of its columns, then ``<target>_pred`` per
+    target and ``error`` (empty, or why the row's SMILES could not be featurised).
+    """
     model, config, scaler, names = load_model(model_dir)
     if config.distances or config.complete_graph:
         raise ValueError(
@@ -774,15 +781,21 @@ def predict(model_dir: Path, data: Path, smiles_column: str, out: Path, batch_si
         outputs = scaler.inverse(outputs, composition(good, config.featurizer) if config.uses_baseline else None)
     else:
         outputs = torch.sigmoid(outputs)
+    columns = list(reader.fieldnames)
+    added = [f"{name}_pred" for name in names] + ["error"]
+    clashes = [c for c in added if c in columns]
+    if clashes:
+        raise ValueError(f"{data}: the input already has column(s) {clashes}, which predict writes")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="") as handle:
+        # Every input column is carried through, in order, beside the predictions.
         writer = csv.writer(handle)
-        writer.writerow(["row", smiles_column] + names + ["error"])
+        writer.writerow(columns + added)
         values = iter(outputs.tolist())
-        for number, (row, graph, error) in enumerate(zip(rows, graphs, errors), start=1):
+        for row, graph, error in zip(rows, graphs, errors):
             predicted = [f"{v:.6g}" for v in next(values)] if graph is not None else [""] * len(names)
-            writer.writerow([number, row[smiles_column]] + predicted + [error])
+            writer.writerow([row[c] for c in columns] + predicted + [error])
     return sum(1 for e in errors if e)
 
 
@@ -861,6 +874,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     tr.add_argument(
         "--max-seconds", type=float, help="stop after the epoch that spends this many seconds; keeps the best so far"
     )
+    tr.add_argument("--workers", type=int, help="processes that featurise QM9 (default: one per core for large reads)")
     tr.add_argument("--schedule", choices=[s.value for s in Schedule], default=Schedule.PLATEAU.value)
     tr.add_argument("--device", default="cpu")
     tr.add_argument("--out", required=True, type=Path)
@@ -888,6 +902,7 @@ def _train_cli(args: argparse.Namespace) -> int:
         distance_bins=args.distance_bins,
         qm9_npz=args.qm9_npz,
         max_seconds=args.max_seconds,
+        workers=args.workers,
         split_sizes=None if args.split_sizes is None else tuple(args.split_sizes),
         task=Task(args.task),
         split=SplitKind(args.split),
