@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from ..chem import (
@@ -132,6 +133,7 @@ class MolpropConfig:
     distance_bins: int | None = None
     max_seconds: float | None = None
     workers: int | None = None
+    ema_decay: float = 0.0
     explicit_hydrogens: bool = False
     distances: bool = False
     complete_graph: bool = False
@@ -168,6 +170,8 @@ class MolpropConfig:
             raise ValueError("--distance-bins expands the distance feature: it needs --distances")
         if self.qm9_npz is not None and self.dataset not in _QM9_DATASETS:
             raise ValueError("--qm9-npz replaces the source of --dataset qm9; it does not apply to other data")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.max_seconds is not None and self.max_seconds <= 0:
             raise ValueError(f"max_seconds must be positive, got {self.max_seconds}")
         if self.sample is not None and self.sample < 1:
@@ -575,6 +579,14 @@ def train(config: MolpropConfig, out_dir: Path, progress: bool = True) -> dict[s
 
     with _distributed(device) as dist:
         model = build_model(config, len(names)).to(device)
+        # An exponential moving average of the weights (torch's AveragedModel) is what gets
+        # validated and kept: on small data sets it evens out the step-to-step noise that
+        # picking the best epoch on a few dozen validation molecules would otherwise chase.
+        averaged = (
+            torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
+            if config.ema_decay > 0
+            else None
+        )
         if dist.world_size > 1:
             model = nn.parallel.DistributedDataParallel(model)
         # foreach: one kernel per step for all parameters; the per-tensor default costs
@@ -619,11 +631,14 @@ def train(config: MolpropConfig, out_dir: Path, progress: bool = True) -> dict[s
                 loss.backward()
                 clip_gradients(model, config.grad_clip_norm)
                 optimizer.step()
+                if averaged is not None:
+                    averaged.update_parameters(_unwrap(model))
                 if per_batch:
                     scheduler.step()
                 total += loss.item() * batch.num_graphs
                 count += batch.num_graphs
-            val_out = _predict_batches(model, val_batches)
+            evaluated = model if averaged is None else averaged.module
+            val_out = _predict_batches(evaluated, val_batches)
             val_loss = float(_loss(val_out, val_targets, config.task))
             if not per_batch:
                 scheduler.step(val_loss)
@@ -631,7 +646,7 @@ def train(config: MolpropConfig, out_dir: Path, progress: bool = True) -> dict[s
             bar.set_postfix(train=f"{total / max(count, 1):.4f}", val=f"{val_loss:.4f}")
             if val_loss < best_val:
                 best_val, best_epoch, stale = val_loss, epoch, 0
-                best_state = {k: v.detach().clone() for k, v in _unwrap(model).state_dict().items()}
+                best_state = {k: v.detach().clone() for k, v in _unwrap(evaluated).state_dict().items()}
             else:
                 stale += 1
                 if stale >= config.patience:
@@ -848,6 +863,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         ("warmup-epochs", float, 2.0),
         ("final-lr-ratio", float, 0.1),
         ("patience", int, 20),
+        ("ema-decay", float, 0.0),
         ("seed", int, 0),
     ]:
         tr.add_argument(f"--{name}", type=kind, default=default)
@@ -903,6 +919,7 @@ def _train_cli(args: argparse.Namespace) -> int:
         qm9_npz=args.qm9_npz,
         max_seconds=args.max_seconds,
         workers=args.workers,
+        ema_decay=args.ema_decay,
         split_sizes=None if args.split_sizes is None else tuple(args.split_sizes),
         task=Task(args.task),
         split=SplitKind(args.split),
