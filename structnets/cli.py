@@ -7,7 +7,7 @@ import logging
 import sys
 
 from . import __version__
-from .tasks import molprop, palindrome
+from .tasks import molprop, palindrome, sentiment
 
 __all__ = ["main", "build_parser"]
 
@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     palindrome.register(subparsers)
     molprop.register(subparsers)
+    sentiment.register(subparsers)
     return parser
 
 

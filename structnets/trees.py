@@ -1,0 +1,289 @@
+"""Trees as structnets structures: PTB brackets, nested tuples, and batches of them as forests.
+
+A :class:`Tree` lists its nodes in pre-order (a parent before its children) with each
+node's parent, its position among its parent's children (the N-ary Tree-LSTM's slot),
+its label and, for leaves, its token. :func:`batch_trees` lays many trees out as one
+forest: node ids offset per tree, child -> parent edges (torch_geometric's convention,
+senders first), so the core's :class:`~structnets.Topological` schedule runs every tree's
+leaves first, level by level, across the whole batch.
+
+The PTB bracket reader is written here rather than taken from nltk: the Stanford
+Sentiment Treebank needs only its small subset of the format, and a bad line should be
+reported with its line and column, which nltk's reader does not give.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "Tree",
+    "TreeSyntaxError",
+    "parse_ptb",
+    "read_ptb",
+    "tree_from_tuple",
+    "Vocabulary",
+    "TreeBatch",
+    "batch_trees",
+]
+
+
+class TreeSyntaxError(ValueError):
+    """A malformed bracketed tree; the message starts with ``source:line:column``."""
+
+
+@dataclass(frozen=True, eq=False)
+class Tree:
+    """One tree, nodes in pre-order (node 0 is the root).
+
+    Attributes:
+        parents: each node's parent, ``None`` for the root.
+        slots: each node's position among its parent's children (0 for the root).
+        labels: each node's label (``None`` where the format has none).
+        tokens: each leaf's token, ``None`` for inner nodes.
+        source: where the tree came from (``file:line``), for messages.
+    """
+
+    parents: list[int | None]
+    slots: list[int]
+    labels: list[int | None]
+    tokens: list[str | None]
+    source: str = "<tree>"
+
+    def __len__(self) -> int:
+        return len(self.parents)
+
+    @property
+    def leaves(self) -> list[str]:
+        """The tokens left to right (pre-order visits leaves in sentence order)."""
+        return [t for t in self.tokens if t is not None]
+
+    @property
+    def max_children(self) -> int:
+        return max(self.slots, default=-1) + 1
+
+
+def _tokenize(text: str) -> list[tuple[str, int]]:
+    """``(piece, column)`` pairs: brackets and the runs of other non-blank characters."""
+    pieces, start = [], None
+    for column, char in enumerate(text):
+        if char in "()" or char.isspace():
+            if start is not None:
+                pieces.append((text[start:column], start))
+                start = None
+            if char in "()":
+                pieces.append((char, column))
+        elif start is None:
+            start = column
+    if start is not None:
+        pieces.append((text[start:], start))
+    return pieces
+
+
+def parse_ptb(text: str, *, source: str = "<string>", line: int = 1, labelled: bool = True) -> Tree:
+    """One tree in PTB brackets: ``(label child child ...)`` or ``(label token)``.
+
+    With ``labelled`` every node's first item is an integer label (SST's 0-4).
+
+    Raises:
+        TreeSyntaxError: unbalanced brackets, a missing or non-integer label, an empty
+            node, or text after the tree; the message gives ``source:line:column``.
+    """
+    pieces = _tokenize(text)
+
+    def error(column: int, message: str) -> TreeSyntaxError:
+        return TreeSyntaxError(f"{source}:{line}:{column + 1}: {message}")
+
+    if not pieces:
+        raise error(0, "empty tree")
+    parents: list[int | None] = []
+    slots: list[int] = []
+    labels: list[int | None] = []
+    tokens: list[str | None] = []
+    stack: list[tuple[int, int, int]] = []  # (node, children so far, column of its bracket)
+    position = 0
+    while position < len(pieces):
+        piece, column = pieces[position]
+        position += 1
+        if piece == "(":
+            if not stack and parents:
+                raise error(column, "text after the end of the tree")
+            node = len(parents)
+            if stack:
+                parent, count, start = stack[-1]
+                if tokens[parent] is not None:
+                    raise error(column, "a node holds both a token and subtrees")
+                stack[-1] = (parent, count + 1, start)
+                parents.append(parent)
+                slots.append(count)
+            else:
+                parents.append(None)
+                slots.append(0)
+            label: int | None = None
+            if labelled:
+                if position >= len(pieces) or pieces[position][0] in "()":
+                    raise error(column, "a node without a label")
+                text_label, label_column = pieces[position]
+                position += 1
+                try:
+                    label = int(text_label)
+                except ValueError:
+                    raise error(label_column, f"label {text_label!r} is not an integer") from None
+            labels.append(label)
+            tokens.append(None)
+            stack.append((node, 0, column))
+        elif piece == ")":
+            if not stack:
+                raise error(column, "')' without a matching '('")
+            node, count, start = stack.pop()
+            if count == 0 and tokens[node] is None:
+                raise error(start, "a node with neither a token nor subtrees")
+        else:
+            if not stack:
+                raise error(column, f"{piece!r} outside any brackets")
+            node, count, start = stack[-1]
+            if count:
+                raise error(column, f"{piece!r}: a node holds one token or subtrees, not both")
+            # A leaf's text runs to its closing bracket: SST has the token "8 1\/2".
+            tokens[node] = piece if tokens[node] is None else f"{tokens[node]} {piece}"
+    if stack:
+        raise error(stack[-1][2], "'(' never closed")
+    return Tree(parents, slots, labels, tokens, f"{source}:{line}")
+
+
+def read_ptb(path: str | Path, *, labelled: bool = True) -> list[Tree]:
+    """Every tree of a file with one bracketed tree per line (blank lines skipped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no tree file at {path}")
+    trees = []
+    with path.open(encoding="utf-8") as handle:
+        for number, text in enumerate(handle, start=1):
+            if text.strip():
+                trees.append(parse_ptb(text, source=str(path), line=number, labelled=labelled))
+    if not trees:
+        raise ValueError(f"{path}: no trees")
+    return trees
+
+
+def tree_from_tuple(value, label: int | None = None) -> Tree:
+    """A tree from nested Python tuples: ``(("a", "b"), "c")``; leaves are strings."""
+    parents: list[int | None] = []
+    slots: list[int] = []
+    tokens: list[str | None] = []
+
+    def visit(item, parent: int | None, slot: int) -> None:
+        parents.append(parent)
+        slots.append(slot)
+        if isinstance(item, tuple):
+            if not item:
+                raise ValueError("an empty tuple is not a tree node")
+            tokens.append(None)
+            node = len(parents) - 1
+            for k, child in enumerate(item):
+                visit(child, node, k)
+        else:
+            tokens.append(str(item))
+
+    visit(value, None, 0)
+    return Tree(parents, slots, [label] * len(parents), tokens, "<tuple>")
+
+
+@dataclass
+class Vocabulary:
+    """Token ids; id 0 is ``<unk>``, which tokens never seen in training map to."""
+
+    tokens: list[str] = field(default_factory=lambda: ["<unk>"])
+
+    def __post_init__(self) -> None:
+        if not self.tokens or self.tokens[0] != "<unk>":
+            raise ValueError("a vocabulary's first token must be <unk>")
+        self._ids = {t: i for i, t in enumerate(self.tokens)}
+        if len(self._ids) != len(self.tokens):
+            raise ValueError("a vocabulary lists a token twice")
+
+    @classmethod
+    def build(cls, trees: Iterable[Tree], min_count: int = 1) -> Vocabulary:
+        counts = Counter(token for tree in trees for token in tree.leaves)
+        kept = sorted(t for t, c in counts.items() if c >= min_count and t != "<unk>")
+        return cls(["<unk>", *kept])
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __contains__(self, token: str) -> bool:
+        return token in self._ids
+
+    def id(self, token: str) -> int:
+        return self._ids.get(token, 0)
+
+
+@dataclass(frozen=True)
+class TreeBatch:
+    """Trees laid out as one forest.
+
+    Shapes:
+        token_ids: ``[num_nodes]``, the leaf's token id, -1 for inner nodes;
+        labels: ``[num_nodes]`` (-1 where unlabelled); edge_index: ``[2, num_edges]``
+        child -> parent; slots: ``[num_edges]`` child positions; roots: ``[num_trees]``;
+        tree: ``[num_nodes]`` each node's tree.
+    """
+
+    token_ids: Tensor
+    labels: Tensor
+    edge_index: Tensor
+    slots: Tensor
+    roots: Tensor
+    tree: Tensor
+    unknown_tokens: int
+
+    @property
+    def num_nodes(self) -> int:
+        return int(self.token_ids.shape[0])
+
+    def to(self, device: torch.device | str) -> TreeBatch:
+        fields = {
+            k: getattr(self, k).to(device) for k in ("token_ids", "labels", "edge_index", "slots", "roots", "tree")
+        }
+        return TreeBatch(**fields, unknown_tokens=self.unknown_tokens)
+
+
+def batch_trees(trees: Sequence[Tree], vocabulary: Vocabulary) -> TreeBatch:
+    """Concatenates trees into one forest (see :class:`TreeBatch`)."""
+    if not trees:
+        raise ValueError("cannot batch an empty list of trees")
+    token_ids, labels, children, parents, slots, roots, tree_of = [], [], [], [], [], [], []
+    offset, unknown = 0, 0
+    for number, tree in enumerate(trees):
+        if len(tree) == 0:
+            raise ValueError(f"{tree.source}: empty tree")
+        roots.append(offset)
+        for node, (parent, slot, label, token) in enumerate(zip(tree.parents, tree.slots, tree.labels, tree.tokens)):
+            if token is None:
+                token_ids.append(-1)
+            else:
+                token_id = vocabulary.id(token)
+                unknown += token_id == 0
+                token_ids.append(token_id)
+            labels.append(-1 if label is None else label)
+            tree_of.append(number)
+            if parent is not None:
+                children.append(offset + node)
+                parents.append(offset + parent)
+                slots.append(slot)
+        offset += len(tree)
+    return TreeBatch(
+        token_ids=torch.tensor(token_ids, dtype=torch.long),
+        labels=torch.tensor(labels, dtype=torch.long),
+        edge_index=torch.tensor([children, parents], dtype=torch.long).view(2, -1),
+        slots=torch.tensor(slots, dtype=torch.long),
+        roots=torch.tensor(roots, dtype=torch.long),
+        tree=torch.tensor(tree_of, dtype=torch.long),
+        unknown_tokens=int(unknown),
+    )

@@ -1,0 +1,125 @@
+import json
+
+import pytest
+import torch
+
+from structnets.tasks.sentiment import Cell, SentimentConfig, TreeSentiment, evaluate, read_vectors, train
+from structnets.trees import TreeSyntaxError, Vocabulary, batch_trees, parse_ptb, read_ptb, tree_from_tuple
+
+
+def test_parse_ptb_structure():
+    tree = parse_ptb("(3 (2 The) (4 (3 very) (4 good)))")
+    assert tree.parents == [None, 0, 0, 2, 2]
+    assert tree.slots == [0, 0, 1, 0, 1]
+    assert tree.labels == [3, 2, 4, 3, 4]
+    assert tree.tokens == [None, "The", None, "very", "good"]
+    assert tree.leaves == ["The", "very", "good"] and tree.max_children == 2
+
+
+def test_a_leaf_may_hold_spaces():
+    assert parse_ptb(r"(2 (2 8 1\/2) (2 .))").leaves == [r"8 1\/2", "."]
+
+
+@pytest.mark.parametrize(
+    "text, where, message",
+    [
+        ("(2 (2 a) (2 b)", "1:1", "never closed"),
+        ("(2 a))", "1:6", "without a matching"),
+        ("(2 a) (2 b)", "1:7", "after the end of the tree"),
+        ("((2 a))", "1:1", "without a label"),
+        ("(x a)", "1:2", "label 'x' is not an integer"),
+        ("(2 (3))", "1:4", "neither a token nor subtrees"),
+        ("(2 (1 a) b)", "1:10", "one token or subtrees"),
+        ("(2 a (1 b))", "1:6", "both a token and subtrees"),
+        ("   ", "1:1", "empty tree"),
+        ("a", "1:1", "outside any brackets"),
+    ],
+)
+def test_malformed_brackets_name_line_and_column(text, where, message):
+    with pytest.raises(TreeSyntaxError, match=rf"^trees.txt:{where}: .*{message}"):
+        parse_ptb(text, source="trees.txt")
+
+
+def test_read_ptb_reports_the_file_line(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_text("(2 (2 a) (2 b))\n\n(1 (2 a) (2 b)\n")
+    with pytest.raises(TreeSyntaxError, match=r"t.txt:3:1: '\(' never closed"):
+        read_ptb(path)
+    (tmp_path / "empty.txt").write_text("\n")
+    with pytest.raises(ValueError, match="no trees"):
+        read_ptb(tmp_path / "empty.txt")
+    with pytest.raises(FileNotFoundError):
+        read_ptb(tmp_path / "missing.txt")
+
+
+def test_tuple_trees_and_forest_batches():
+    first = tree_from_tuple((("a", "b"), "c"), label=1)
+    second = parse_ptb("(3 (2 d) (4 a))")
+    vocabulary = Vocabulary.build([first])
+    assert vocabulary.tokens == ["<unk>", "a", "b", "c"]
+    batch = batch_trees([first, second], vocabulary)
+    assert batch.roots.tolist() == [0, 5]
+    assert batch.tree.tolist() == [0, 0, 0, 0, 0, 1, 1, 1]
+    # child -> parent, offset by the first tree's five nodes
+    assert batch.edge_index.tolist() == [[1, 2, 3, 4, 6, 7], [0, 1, 1, 0, 5, 5]]
+    assert batch.slots.tolist() == [0, 0, 1, 1, 0, 1]
+    assert batch.token_ids.tolist() == [-1, -1, 1, 2, 3, -1, 0, 1]  # "d" never seen: <unk>
+    assert batch.unknown_tokens == 1 and batch.labels.tolist()[:5] == [1] * 5
+    with pytest.raises(ValueError, match="empty list"):
+        batch_trees([], vocabulary)
+    with pytest.raises(ValueError, match="first token must be <unk>"):
+        Vocabulary(["a"])
+
+
+@pytest.mark.parametrize("cell", list(Cell))
+def test_a_forest_gives_each_tree_what_it_gives_alone(cell):
+    torch.manual_seed(0)
+    trees = [parse_ptb("(3 (2 a) (4 (3 b) (4 c)))"), parse_ptb("(1 (0 c) (2 a))"), parse_ptb("(2 b)")]
+    vocabulary = Vocabulary.build(trees)
+    model = TreeSentiment(len(vocabulary), SentimentConfig(cell=cell, embedding_size=6, hidden_size=5)).eval()
+    together = model(batch_trees(trees, vocabulary))
+    alone = torch.cat([model(batch_trees([t], vocabulary)) for t in trees])
+    torch.testing.assert_close(together, alone)
+
+
+def test_only_the_nary_cell_tells_left_from_right():
+    torch.manual_seed(0)
+    left_right, right_left = parse_ptb("(2 (2 a) (2 b))"), parse_ptb("(2 (2 b) (2 a))")
+    vocabulary = Vocabulary.build([left_right])
+    for cell, differs in [(Cell.NARY, True), (Cell.CHILDSUM, False)]:
+        model = TreeSentiment(len(vocabulary), SentimentConfig(cell=cell, embedding_size=6, hidden_size=5)).eval()
+        roots = [model(batch_trees([t], vocabulary))[0] for t in (left_right, right_left)]
+        assert (not torch.allclose(*roots)) is differs
+
+
+def test_vectors_file(tmp_path):
+    vocabulary = Vocabulary(["<unk>", "good", "bad"])
+    (tmp_path / "v.txt").write_text("2 3\ngood 1 2 3\nugly 0 0 1\n")
+    vectors, found = read_vectors(tmp_path / "v.txt", vocabulary, 3)
+    assert found == 1 and vectors[1].tolist() == [1, 2, 3] and vectors[2].abs().sum() == 0
+    (tmp_path / "bad.txt").write_text("good 1 2\n")
+    with pytest.raises(ValueError, match=r"bad.txt:1: expected a word and 3 numbers, got 2"):
+        read_vectors(tmp_path / "bad.txt", vocabulary, 3)
+
+
+def test_sst_training_learns_and_evaluates(tmp_path, data_dir):
+    config = SentimentConfig(data_dir=str(data_dir), limit=200, epochs=3, embedding_size=16, hidden_size=16)
+    metrics = train(config, tmp_path / "run", progress=False)
+    losses = [h["train_loss"] for h in metrics["history"]]
+    assert losses[-1] < losses[0]
+    assert set(metrics["dev"]) >= {"fine_accuracy", "binary_accuracy", "unknown_tokens"}
+    assert torch.load(tmp_path / "run" / "model.pt", weights_only=True)["vocabulary"][0] == "<unk>"
+    result = evaluate(tmp_path / "run", data_dir / "sst" / "dev.txt", tmp_path / "eval")
+    on_disk = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert on_disk["trees"] == 1101 and on_disk["binary_trees"] == 872
+    assert 0 <= result["fine_accuracy"] <= 1 and result["unknown_tokens"] > 0
+
+
+def test_labels_and_arity_are_checked(tmp_path, data_dir):
+    (tmp_path / "wide.txt").write_text("(2 (2 a) (2 b) (2 c))\n")
+    (tmp_path / "label.txt").write_text("(7 (2 a) (2 b))\n")
+    dev = str(data_dir / "sst" / "dev.txt")
+    with pytest.raises(ValueError, match="wide.txt:1: a node has 3 children; the binary Tree-LSTM takes 2"):
+        train(SentimentConfig(data=str(tmp_path / "wide.txt"), dev=dev), tmp_path / "r")
+    with pytest.raises(ValueError, match="label.txt:1: SST labels must be integers 0-4"):
+        train(SentimentConfig(data=str(tmp_path / "label.txt"), dev=dev), tmp_path / "r")
