@@ -14,6 +14,7 @@ reported with its line and column, which nltk's reader does not give.
 
 from __future__ import annotations
 
+import ast
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ __all__ = [
     "parse_ptb",
     "read_ptb",
     "tree_from_tuple",
+    "tree_from_python",
     "Vocabulary",
     "TreeBatch",
     "batch_trees",
@@ -61,8 +63,9 @@ class Tree:
 
     @property
     def leaves(self) -> list[str]:
-        """The tokens left to right (pre-order visits leaves in sentence order)."""
-        return [t for t in self.tokens if t is not None]
+        """The leaves' tokens left to right (pre-order visits leaves in sentence order)."""
+        inner = {p for p in self.parents if p is not None}
+        return [t for node, t in enumerate(self.tokens) if t is not None and node not in inner]
 
     @property
     def max_children(self) -> int:
@@ -195,6 +198,47 @@ def tree_from_tuple(value, label: int | None = None) -> Tree:
     return Tree(parents, slots, [label] * len(parents), tokens, "<tuple>")
 
 
+def _python_token(node: ast.AST) -> str:
+    if isinstance(node, ast.Constant):
+        return repr(node.value)
+    if isinstance(node, ast.Name):
+        return f"Name:{node.id}"
+    return type(node).__name__
+
+
+def tree_from_python(source: str, *, mode: str = "eval") -> Tree:
+    """The abstract syntax tree of Python source (the standard ``ast`` module) as a :class:`Tree`.
+
+    Every AST node is a tree node whose token names it: the node type (``BinOp``,
+    ``Add``, ``Call``, ...), a constant's ``repr``, or ``Name:<identifier>``. Children are
+    in ``ast.iter_child_nodes`` order (a ``BinOp``'s left operand, operator, right
+    operand), so their slots keep the order that non-commutative operators need. The
+    load/store context markers are left out. ``mode="eval"`` parses one expression and
+    drops the ``Expression`` wrapper; ``"exec"`` parses a module.
+
+    Raises:
+        SyntaxError: the source is not valid Python (with its line and column).
+    """
+    root = ast.parse(source, mode=mode)
+    if isinstance(root, ast.Expression):
+        root = root.body
+    parents: list[int | None] = []
+    slots: list[int] = []
+    tokens: list[str | None] = []
+
+    def visit(node: ast.AST, parent: int | None, slot: int) -> None:
+        index = len(parents)
+        parents.append(parent)
+        slots.append(slot)
+        tokens.append(_python_token(node))
+        children = [c for c in ast.iter_child_nodes(node) if not isinstance(c, ast.expr_context)]
+        for k, child in enumerate(children):
+            visit(child, index, k)
+
+    visit(root, None, 0)
+    return Tree(parents, slots, [None] * len(parents), tokens, "<python>")
+
+
 @dataclass
 class Vocabulary:
     """Token ids; id 0 is ``<unk>``, which tokens never seen in training map to."""
@@ -210,7 +254,7 @@ class Vocabulary:
 
     @classmethod
     def build(cls, trees: Iterable[Tree], min_count: int = 1) -> Vocabulary:
-        counts = Counter(token for tree in trees for token in tree.leaves)
+        counts = Counter(token for tree in trees for token in tree.tokens if token is not None)
         kept = sorted(t for t, c in counts.items() if c >= min_count and t != "<unk>")
         return cls(["<unk>", *kept])
 

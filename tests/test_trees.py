@@ -1,10 +1,21 @@
 import json
+import random
 
 import pytest
 import torch
 
+from structnets.tasks.arithmetic import ArithmeticConfig, expression_tree, random_expression
+from structnets.tasks.arithmetic import train as train_arithmetic
 from structnets.tasks.sentiment import Cell, SentimentConfig, TreeSentiment, evaluate, read_vectors, train
-from structnets.trees import TreeSyntaxError, Vocabulary, batch_trees, parse_ptb, read_ptb, tree_from_tuple
+from structnets.trees import (
+    TreeSyntaxError,
+    Vocabulary,
+    batch_trees,
+    parse_ptb,
+    read_ptb,
+    tree_from_python,
+    tree_from_tuple,
+)
 
 
 def test_parse_ptb_structure():
@@ -123,3 +134,45 @@ def test_labels_and_arity_are_checked(tmp_path, data_dir):
         train(SentimentConfig(data=str(tmp_path / "wide.txt"), dev=dev), tmp_path / "r")
     with pytest.raises(ValueError, match="label.txt:1: SST labels must be integers 0-4"):
         train(SentimentConfig(data=str(tmp_path / "label.txt"), dev=dev), tmp_path / "r")
+
+
+def test_python_source_becomes_an_ordered_tree():
+    tree = tree_from_python("(3 - 4) * x")
+    assert tree.tokens == ["BinOp", "BinOp", "3", "Sub", "4", "Mult", "Name:x"]
+    assert tree.parents == [None, 0, 1, 1, 1, 0, 0]
+    assert tree.slots == [0, 0, 0, 1, 2, 1, 2]
+    assert tree.leaves == ["3", "Sub", "4", "Mult", "Name:x"]
+    with pytest.raises(SyntaxError):
+        tree_from_python("(3 -")
+
+
+def test_random_expressions_have_the_asked_depth_and_value():
+    rng = random.Random(0)
+    for depth in range(0, 6):
+        for _ in range(20):
+            expression = random_expression(depth, rng)
+            tree, value = expression_tree(expression)
+            assert value == eval(expression) % 10  # noqa: S307  (test-only check against Python itself)
+            # operator depth: BinOps on the longest root-to-leaf path
+            binops = [t == "BinOp" for t in tree.tokens]
+            deepest = 0
+            for node in range(len(tree)):
+                count, at = 0, node
+                while at is not None:
+                    count += binops[at]
+                    at = tree.parents[at]
+                deepest = max(deepest, count)
+            assert deepest == depth
+    with pytest.raises(ValueError, match="only \\+ - \\* and integer literals"):
+        expression_tree("2 / 3")
+
+
+def test_arithmetic_task_writes_its_table_and_plot(tmp_path):
+    config = ArithmeticConfig(train_depth=2, test_depth=3, train_examples=200, test_examples_per_depth=20, epochs=2)
+    metrics = train_arithmetic(config, tmp_path / "run", progress=False)
+    assert list(metrics["accuracy_by_depth"]) == ["1", "2", "3"]
+    assert all(0 <= v <= 1 for v in metrics["accuracy_by_depth"].values())
+    assert (tmp_path / "run" / "accuracy_by_depth.png").stat().st_size > 1000
+    assert torch.load(tmp_path / "run" / "model.pt", weights_only=True)["vocabulary"][0] == "<unk>"
+    with pytest.raises(ValueError, match="train_depth <= test_depth"):
+        ArithmeticConfig(train_depth=4, test_depth=3)

@@ -1,5 +1,6 @@
 """Models built from structnets' cells and schedules."""
 
 from .mpnn import MPNN, EdgeNetwork, MPNNConfig, Set2Set
+from .tree import TreeClassifier
 
-__all__ = ["MPNN", "MPNNConfig", "EdgeNetwork", "Set2Set"]
+__all__ = ["MPNN", "MPNNConfig", "EdgeNetwork", "Set2Set", "TreeClassifier"]

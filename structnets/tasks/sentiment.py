@@ -320,6 +320,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     ev.add_argument("--data", required=True, type=Path)
     ev.add_argument("--out", required=True, type=Path)
     ev.set_defaults(func=_evaluate_cli)
+    from . import arithmetic  # the program-structured task shares the subcommand
+
+    arithmetic.register(actions)
     return parser
 
 

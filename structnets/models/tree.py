@@ -1,0 +1,56 @@
+"""A Tree-LSTM classifier: token embeddings in, a softmax at the root (or at every node).
+
+Used by the program-structured tasks, where every node carries a token (an AST node's
+type, an operator, a literal). The Tree-LSTM runs bottom-up over a forest of trees under
+the core's topological schedule.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from ..cells import ChildSumTreeLSTMCell, NaryTreeLSTMCell
+from ..propagate import propagate
+from ..schedules import Topological
+from ..trees import TreeBatch
+
+__all__ = ["TreeClassifier"]
+
+
+class TreeClassifier(nn.Module):
+    """Embeds every node's token, runs a Tree-LSTM up the trees, classifies each node.
+
+    Args:
+        num_children: slots of the N-ary Tree-LSTM (the most children any node has);
+            ``None`` picks the child-sum Tree-LSTM, blind to child order.
+
+    Shapes:
+        forward(batch) returns ``[num_nodes, num_classes]``; index ``batch.roots`` for
+        per-tree predictions.
+    """
+
+    def __init__(
+        self,
+        vocabulary_size: int,
+        num_classes: int,
+        embedding_size: int = 64,
+        hidden_size: int = 128,
+        num_children: int | None = 2,
+    ) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocabulary_size, embedding_size)
+        self.num_children = num_children
+        if num_children is None:
+            self.cell = ChildSumTreeLSTMCell(embedding_size, hidden_size)
+        else:
+            self.cell = NaryTreeLSTMCell(embedding_size, hidden_size, num_children=num_children)
+        self.output = nn.Linear(hidden_size, num_classes)
+
+    def forward(self, batch: TreeBatch) -> Tensor:
+        if bool((batch.token_ids < 0).any()):
+            raise ValueError("TreeClassifier needs a token at every node; this batch has nodes without one")
+        edge_attr = None if self.num_children is None else batch.slots
+        h, _ = propagate(
+            self.cell, self.embedding(batch.token_ids), batch.edge_index, Topological(), edge_attr=edge_attr
+        )
+        return self.output(h)
