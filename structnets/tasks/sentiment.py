@@ -101,7 +101,7 @@ class SentimentConfig:
     embedding_size: int = 100
     hidden_size: int = 150
     dropout: float = 0.5
-    epochs: int = 10
+    epochs: int = 20
     batch_size: int = 25
     lr: float = 0.05
     weight_decay: float = 1e-4
