@@ -30,6 +30,8 @@ __all__ = [
     "read_ptb",
     "tree_from_tuple",
     "tree_from_python",
+    "tree_from_networkx",
+    "dag_edges_from_networkx",
     "Vocabulary",
     "TreeBatch",
     "batch_trees",
@@ -237,6 +239,96 @@ def tree_from_python(source: str, *, mode: str = "eval") -> Tree:
 
     visit(root, None, 0)
     return Tree(parents, slots, [None] * len(parents), tokens, "<python>")
+
+
+def tree_from_networkx(graph, root=None, *, token: str = "token", label: str = "label") -> Tree:
+    """A :class:`Tree` from a networkx tree: an arborescence (edges parent -> child) or an
+    undirected tree with ``root`` named.
+
+    Children are ordered by the ``order`` edge attribute when present, else as networkx
+    lists them. Node attributes ``token`` and ``label`` fill the tree's tokens and labels.
+
+    Raises:
+        ValueError: the graph is empty, has a cycle (the message names one), is not
+            connected, or a node has two parents.
+    """
+    import networkx as nx
+
+    if graph.number_of_nodes() == 0:
+        raise ValueError("empty tree: the graph has no nodes")
+    if graph.is_directed():
+        try:
+            cycle = nx.find_cycle(graph)
+        except nx.NetworkXNoCycle:
+            cycle = None
+        if cycle is not None:
+            raise ValueError(f"not a tree: the graph has the cycle {[edge[:2] for edge in cycle]}")
+        two_parents = [n for n, d in graph.in_degree() if d > 1]
+        if two_parents:
+            raise ValueError(f"not a tree: node {two_parents[0]!r} has {graph.in_degree(two_parents[0])} parents")
+        roots = [n for n, d in graph.in_degree() if d == 0]
+        if len(roots) != 1:
+            raise ValueError(f"not a tree: {len(roots)} nodes without a parent ({roots[:5]}); one root is needed")
+        root = roots[0] if root is None else root
+        children_of = {n: list(graph.successors(n)) for n in graph}
+    else:
+        if root is None:
+            raise ValueError("an undirected tree needs its root named")
+        if not nx.is_tree(graph):
+            cycle = nx.cycle_basis(graph)
+            raise ValueError(
+                f"not a tree: the graph has the cycle {cycle[0]}" if cycle else "not a tree: not connected"
+            )
+        successors = nx.dfs_successors(graph, root)
+        children_of = {n: successors.get(n, []) for n in graph}
+    parents: list[int | None] = []
+    slots: list[int] = []
+    labels: list[int | None] = []
+    tokens: list[str | None] = []
+    stack = [(root, None, 0)]
+    while stack:
+        node, parent, slot = stack.pop()
+        index = len(parents)
+        parents.append(parent)
+        slots.append(slot)
+        data = graph.nodes[node]
+        labels.append(data.get(label))
+        tokens.append(None if data.get(token) is None else str(data[token]))
+        children = children_of[node]
+        if graph.is_directed():
+            children = sorted(children, key=lambda c: graph.edges[node, c].get("order", 0))
+        # Pushed in reverse, so that children are visited (and numbered) in order.
+        for k in reversed(range(len(children))):
+            stack.append((children[k], index, k))
+    if len(parents) != graph.number_of_nodes():
+        raise ValueError(f"not a tree: {graph.number_of_nodes() - len(parents)} nodes are not reachable from the root")
+    return Tree(parents, slots, labels, tokens, "<networkx>")
+
+
+def dag_edges_from_networkx(graph) -> tuple[Tensor, list]:
+    """``(edge_index, nodes)`` of a networkx DAG for the topological schedule.
+
+    ``nodes`` lists the graph's nodes in the order of their ids in ``edge_index``
+    (sender -> receiver, as the graph's edges point).
+
+    Raises:
+        ValueError: the graph is undirected, or has a cycle (the message names one).
+    """
+    import networkx as nx
+
+    if not graph.is_directed():
+        raise ValueError("a DAG must be a directed graph (networkx.DiGraph)")
+    try:
+        cycle = nx.find_cycle(graph)
+    except nx.NetworkXNoCycle:
+        cycle = None
+    if cycle is not None:
+        raise ValueError(f"not a DAG: the graph has the cycle {[edge[:2] for edge in cycle]}")
+    nodes = list(graph.nodes)
+    ids = {n: i for i, n in enumerate(nodes)}
+    pairs = [(ids[u], ids[v]) for u, v in graph.edges]
+    edge_index = torch.tensor(pairs, dtype=torch.long).t().reshape(2, -1)
+    return edge_index, nodes
 
 
 @dataclass

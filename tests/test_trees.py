@@ -11,8 +11,10 @@ from structnets.trees import (
     TreeSyntaxError,
     Vocabulary,
     batch_trees,
+    dag_edges_from_networkx,
     parse_ptb,
     read_ptb,
+    tree_from_networkx,
     tree_from_python,
     tree_from_tuple,
 )
@@ -176,3 +178,39 @@ def test_arithmetic_task_writes_its_table_and_plot(tmp_path):
     assert torch.load(tmp_path / "run" / "model.pt", weights_only=True)["vocabulary"][0] == "<unk>"
     with pytest.raises(ValueError, match="train_depth <= test_depth"):
         ArithmeticConfig(train_depth=4, test_depth=3)
+
+
+def test_networkx_trees_and_dags():
+    import networkx as nx
+
+    graph = nx.DiGraph()
+    graph.add_edge("S", "NP", order=0)
+    graph.add_edge("S", "VP", order=1)
+    graph.add_edge("VP", "V", order=0)
+    graph.add_edge("VP", "O", order=1)
+    for node in graph:
+        graph.nodes[node]["token"] = node.lower()
+    tree = tree_from_networkx(graph)
+    assert tree.tokens == ["s", "np", "vp", "v", "o"] and tree.parents == [None, 0, 0, 2, 2]
+    assert tree.slots == [0, 0, 1, 0, 1]
+    undirected = tree_from_networkx(graph.to_undirected(), root="S")
+    assert undirected.parents == [None, 0, 0, 2, 2]
+    graph.add_edge("O", "S")
+    with pytest.raises(ValueError, match="not a tree: the graph has the cycle"):
+        tree_from_networkx(graph)
+    with pytest.raises(ValueError, match="empty tree"):
+        tree_from_networkx(nx.DiGraph())
+    with pytest.raises(ValueError, match="node 'c' has 2 parents"):
+        tree_from_networkx(nx.DiGraph([("a", "c"), ("b", "c"), ("r", "a"), ("r", "b")]))
+
+    dag = nx.DiGraph([("x", "y"), ("x", "z"), ("y", "z")])
+    edge_index, nodes = dag_edges_from_networkx(dag)
+    assert nodes == ["x", "y", "z"] and edge_index.tolist() == [[0, 0, 1], [1, 2, 2]]
+    # A DAG-RNN over it: the GRU cell sums what arrives along the edges, leaves first.
+    import structnets as sn
+
+    h = sn.propagate(sn.GRUCell(3, 4), torch.randn(3, 3), edge_index, sn.Topological())
+    assert h.shape == (3, 4)
+    dag.add_edge("z", "x")
+    with pytest.raises(ValueError, match="not a DAG: the graph has the cycle"):
+        dag_edges_from_networkx(dag)
