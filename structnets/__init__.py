@@ -7,7 +7,15 @@ and schedules (:mod:`structnets.schedules`), tied together by one loop,
 """
 
 from . import cells, schedules
-from .cells import ChildSumTreeLSTMCell, ElmanCell, GRUCell, LSTMCell, NaryTreeLSTMCell, Nonlinearity
+from .cells import (
+    ChildSumTreeGRUCell,
+    ChildSumTreeLSTMCell,
+    ElmanCell,
+    GRUCell,
+    LSTMCell,
+    NaryTreeLSTMCell,
+    Nonlinearity,
+)
 from .propagate import propagate, propagate_levels, propagate_rounds
 from .rnn import RNN
 from .schedules import CycleError, Synchronous, Topological, topological_levels
@@ -23,6 +31,7 @@ __all__ = [
     "GRUCell",
     "LSTMCell",
     "ChildSumTreeLSTMCell",
+    "ChildSumTreeGRUCell",
     "NaryTreeLSTMCell",
     "Nonlinearity",
     "propagate",

@@ -39,6 +39,7 @@ __all__ = [
     "GRUCell",
     "LSTMCell",
     "ChildSumTreeLSTMCell",
+    "ChildSumTreeGRUCell",
     "NaryTreeLSTMCell",
     "gated_update",
     "lstm_update",
@@ -277,6 +278,35 @@ class GRUCell(RecurrentCell):
         z = torch.sigmoid(x_z + h_z)
         n = torch.tanh(torch.addcmul(x_n, r, h_n if b_n is None else h_n + b_n))
         return gated_update(z, hx, n)
+
+
+class ChildSumTreeGRUCell(GRUCell):
+    """Child-sum Tree-GRU cell, the GRU's counterpart of the child-sum Tree-LSTM.
+
+    With ``h~ = sum_k h_k`` over the children k of a node: ``z = sigmoid(W_iz x + b_iz +
+    W_hz h~ + b_hz)``; one reset gate per child, ``r_k = sigmoid(W_ir x + b_ir + W_hr h_k +
+    b_hr)``; ``n = tanh(W_in x + b_in + sum_k r_k * (W_hn h_k + b_hn))``;
+    ``h = z * h~ + (1 - z) * n``. Each child's state is reset by its own gate, as each
+    child's memory is forgotten by its own gate in the Tree-LSTM. With exactly one child
+    this is the GRU step, so a chain evaluates like :class:`GRUCell` with the same
+    parameters; a leaf is a GRU step from a zero state.
+    """
+
+    def step_incoming(self, projected: Tensor, incoming: Incoming) -> Tensor:
+        h_children = incoming.states
+        if incoming.one_to_one:
+            return self.step(projected, h_children)
+        hs = self.hidden_size
+        x_r, x_z, x_n = projected.chunk(3, 1)
+        h_sum = incoming.sum(h_children)
+        z = torch.sigmoid(torch.addmm(x_z, h_sum, self.weight_hh[hs : 2 * hs].t()))
+        per_child = torch.mm(h_children, self.weight_hh[[*range(hs), *range(2 * hs, 3 * hs)]].t())
+        h_r, h_n = per_child.split(hs, 1)
+        if self.bias_hh is not None:
+            h_n = h_n + self.bias_hh[2 * hs :]
+        r = torch.sigmoid(x_r.index_select(0, incoming.receivers) + h_r)
+        n = torch.tanh(x_n + incoming.sum(r * h_n))
+        return gated_update(z, h_sum, n)
 
 
 class LSTMCell(RecurrentCell):

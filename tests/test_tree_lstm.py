@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.testing import assert_close
 
-from structnets import ChildSumTreeLSTMCell, NaryTreeLSTMCell, Topological, propagate
+from structnets import ChildSumTreeGRUCell, ChildSumTreeLSTMCell, NaryTreeLSTMCell, Topological, propagate
 from structnets.structure import forest_edges
 
 EXACT = dict(atol=1e-10, rtol=0)
@@ -167,3 +167,57 @@ def test_nary_rejects_bad_slots():
         propagate(cell, torch.randn(3, 2), edges, Topological(), edge_attr=torch.tensor([1, 1]))
     with pytest.raises(ValueError, match="edge_attr"):
         propagate(cell, torch.randn(3, 2), edges, Topological())
+
+
+def _recursive_child_sum_gru(cell, x, parents):
+    children = {v: [] for v in range(len(parents))}
+    for v, p in enumerate(parents):
+        if p is not None:
+            children[p].append(v)
+    hs = cell.hidden_size
+    w_r, w_z, w_n = cell.weight_hh.split(hs, 0)
+    b_r, b_z, b_n = cell.bias_hh.split(hs, 0)
+    memo = {}
+
+    def node(v):
+        if v in memo:
+            return memo[v]
+        x_r, x_z, x_n = (x[v] @ cell.weight_ih.T + cell.bias_ih).split(hs)
+        kids = [node(k) for k in children[v]]
+        if not kids:  # a leaf: the GRU step from a zero state
+            kids_for_reset = [torch.zeros(hs, dtype=x.dtype)]
+        else:
+            kids_for_reset = kids
+        h_sum = sum(kids, torch.zeros(hs, dtype=x.dtype))
+        z = torch.sigmoid(x_z + w_z @ h_sum + b_z)
+        reset = sum(torch.sigmoid(x_r + w_r @ hk + b_r) * (w_n @ hk + b_n) for hk in kids_for_reset)
+        n = torch.tanh(x_n + reset)
+        memo[v] = z * h_sum + (1 - z) * n
+        return memo[v]
+
+    return torch.stack([node(v) for v in range(len(parents))])
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 25), st.integers(0, 10_000))
+def test_child_sum_gru_matches_recursive_formula(size, seed):
+    rng = random.Random(seed)
+    parents = _random_parents(rng, size, max_children=4)
+    cell = ChildSumTreeGRUCell(3, 4).double()
+    x = torch.randn(size, 3, dtype=torch.double)
+    h = propagate(cell, x, forest_edges(parents), Topological())
+    assert_close(h, _recursive_child_sum_gru(cell, x, parents), **EXACT)
+
+
+def test_child_sum_gru_on_a_chain_is_the_gru():
+    torch.manual_seed(0)
+    cell = ChildSumTreeGRUCell(3, 5).double()
+    reference = torch.nn.GRUCell(3, 5).double()
+    reference.load_state_dict(cell.state_dict())
+    x = torch.randn(6, 3, dtype=torch.double)
+    chain = forest_edges([None, 0, 1, 2, 3, 4])  # node k's parent is k - 1: a chain from node 5 to node 0
+    h = propagate(cell, x, chain, Topological())
+    state = None
+    for v in reversed(range(6)):
+        state = reference(x[v : v + 1], state)
+        assert_close(h[v : v + 1], state, **EXACT)

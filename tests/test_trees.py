@@ -214,3 +214,17 @@ def test_networkx_trees_and_dags():
     dag.add_edge("z", "x")
     with pytest.raises(ValueError, match="not a DAG: the graph has the cycle"):
         dag_edges_from_networkx(dag)
+
+
+def test_bidirectional_pass_gives_leaves_their_context():
+    from structnets.models import TreeClassifier
+
+    torch.manual_seed(0)
+    trees = [tree_from_python("a + b"), tree_from_python("a + c")]  # BinOp, Name:a, Add, Name:b|c
+    vocabulary = Vocabulary.build(trees)
+    batch = batch_trees(trees, vocabulary)
+    for bidirectional in (False, True):
+        model = TreeClassifier(len(vocabulary), 3, 6, 5, num_children=3, bidirectional=bidirectional)
+        out = model(batch)
+        # Node 1 and node 5 are the leaf "a" of each tree; only its sibling differs.
+        assert torch.allclose(out[1], out[5]) is (not bidirectional)
