@@ -241,6 +241,17 @@ def tree_from_python(source: str, *, mode: str = "eval") -> Tree:
     return Tree(parents, slots, [None] * len(parents), tokens, "<python>")
 
 
+def _refuse_cycles(graph, what: str) -> None:
+    """A ValueError naming one cycle of a directed networkx graph, if it has any."""
+    import networkx as nx
+
+    try:
+        cycle = nx.find_cycle(graph)
+    except nx.NetworkXNoCycle:
+        return
+    raise ValueError(f"not {what}: the graph has the cycle {[edge[:2] for edge in cycle]}")
+
+
 def tree_from_networkx(graph, root=None, *, token: str = "token", label: str = "label") -> Tree:
     """A :class:`Tree` from a networkx tree: an arborescence (edges parent -> child) or an
     undirected tree with ``root`` named.
@@ -257,12 +268,7 @@ def tree_from_networkx(graph, root=None, *, token: str = "token", label: str = "
     if graph.number_of_nodes() == 0:
         raise ValueError("empty tree: the graph has no nodes")
     if graph.is_directed():
-        try:
-            cycle = nx.find_cycle(graph)
-        except nx.NetworkXNoCycle:
-            cycle = None
-        if cycle is not None:
-            raise ValueError(f"not a tree: the graph has the cycle {[edge[:2] for edge in cycle]}")
+        _refuse_cycles(graph, "a tree")
         two_parents = [n for n, d in graph.in_degree() if d > 1]
         if two_parents:
             raise ValueError(f"not a tree: node {two_parents[0]!r} has {graph.in_degree(two_parents[0])} parents")
@@ -314,16 +320,10 @@ def dag_edges_from_networkx(graph) -> tuple[Tensor, list]:
     Raises:
         ValueError: the graph is undirected, or has a cycle (the message names one).
     """
-    import networkx as nx
 
     if not graph.is_directed():
         raise ValueError("a DAG must be a directed graph (networkx.DiGraph)")
-    try:
-        cycle = nx.find_cycle(graph)
-    except nx.NetworkXNoCycle:
-        cycle = None
-    if cycle is not None:
-        raise ValueError(f"not a DAG: the graph has the cycle {[edge[:2] for edge in cycle]}")
+    _refuse_cycles(graph, "a DAG")
     nodes = list(graph.nodes)
     ids = {n: i for i, n in enumerate(nodes)}
     pairs = [(ids[u], ids[v]) for u, v in graph.edges]

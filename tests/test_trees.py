@@ -228,3 +228,39 @@ def test_bidirectional_pass_gives_leaves_their_context():
         out = model(batch)
         # Node 1 and node 5 are the leaf "a" of each tree; only its sibling differs.
         assert torch.allclose(out[1], out[5]) is (not bidirectional)
+
+
+def test_trees_command_line(tmp_path, data_dir, capsys):
+    from structnets.cli import main
+
+    common = ["--data-dir", str(data_dir), "--limit", "30", "--epochs", "1", "--no-progress"]
+    assert (
+        main(["trees", "train", *common, "--embedding-size", "8", "--hidden-size", "8", "--out", str(tmp_path / "run")])
+        == 0
+    )
+    dev = str(data_dir / "sst" / "dev.txt")
+    assert (
+        main(["trees", "evaluate", "--model", str(tmp_path / "run"), "--data", dev, "--out", str(tmp_path / "ev")]) == 0
+    )
+    assert "binary" in capsys.readouterr().out
+    (tmp_path / "bad.txt").write_text("(2 (2 a) (2 b)\n")
+    bad = ["trees", "evaluate", "--model", str(tmp_path / "run"), "--data", str(tmp_path / "bad.txt")]
+    assert main([*bad, "--out", str(tmp_path / "ev2")]) == 2
+    assert "bad.txt:1:1: '(' never closed" in capsys.readouterr().err
+    arithmetic = ["trees", "arithmetic", "--train-depth", "1", "--test-depth", "2", "--train-examples", "50"]
+    assert (
+        main(
+            [
+                *arithmetic,
+                "--epochs",
+                "1",
+                "--test-examples-per-depth",
+                "10",
+                "--out",
+                str(tmp_path / "ar"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert json.loads((tmp_path / "ar" / "metrics.json").read_text())["train_depths"] == [1]

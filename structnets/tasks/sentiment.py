@@ -327,25 +327,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _train_cli(args: argparse.Namespace) -> int:
-    config = SentimentConfig(
-        data=args.data,
-        dev=args.dev,
-        data_dir=args.data_dir,
-        cell=Cell(args.cell),
-        embedding_size=args.embedding_size,
-        hidden_size=args.hidden_size,
-        dropout=args.dropout,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        embedding_lr_scale=args.embedding_lr_scale,
-        vectors=args.vectors,
-        min_count=args.min_count,
-        limit=args.limit,
-        seed=args.seed,
-        device=args.device,
-    )
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(SentimentConfig)}
+    config = SentimentConfig(**{**values, "cell": Cell(args.cell)})
     metrics = train(config, args.out, progress=not args.no_progress)
     dev = metrics["dev"]
     print(
