@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -30,6 +31,8 @@ __all__ = [
     "read_ptb",
     "tree_from_tuple",
     "tree_from_python",
+    "ProgramGraph",
+    "python_graph",
     "tree_from_networkx",
     "dag_edges_from_networkx",
     "Vocabulary",
@@ -239,6 +242,97 @@ def tree_from_python(source: str, *, mode: str = "eval") -> Tree:
 
     visit(root, None, 0)
     return Tree(parents, slots, [None] * len(parents), tokens, "<python>")
+
+
+@dataclass(frozen=True)
+class ProgramGraph:
+    """A program as a DAG: its syntax tree plus, optionally, data-flow edges.
+
+    Attributes:
+        tree: the syntax tree (:func:`tree_from_python`); node ids are its pre-order.
+        edge_index: ``[2, num_edges]`` sender -> receiver: first every AST edge child ->
+            parent, then every data-flow edge definition -> use.
+        edge_type: ``[num_edges]``, :attr:`AST` or :attr:`DATA_FLOW`.
+    """
+
+    AST: ClassVar[int] = 0
+    DATA_FLOW: ClassVar[int] = 1
+
+    tree: Tree
+    edge_index: Tensor
+    edge_type: Tensor
+
+
+def python_graph(source: str, *, mode: str = "exec", data_flow: bool = True) -> ProgramGraph:
+    """Python source as a :class:`ProgramGraph`.
+
+    A data-flow edge runs from the ``Name`` node where a variable is last assigned to each
+    ``Name`` node that reads it afterwards, in evaluation order: an assignment's value is
+    read before its targets are written, so in ``x = x + 1`` the read of ``x`` links to the
+    previous assignment. Only forward edges are drawn (a read inside a loop does not link
+    to an assignment later in the loop body), which keeps the graph acyclic: definitions
+    are leaves, and AST edges only lead up, so the core's topological schedule runs on it.
+    """
+    tree = tree_from_python(source, mode=mode)
+    root = ast.parse(source, mode=mode)
+    if isinstance(root, ast.Expression):
+        root = root.body
+    # Pre-order ids, exactly as tree_from_python numbers the nodes. Only Name nodes are
+    # looked up: operator nodes (ast.Add ...) are shared singletons, so id() cannot key them.
+    ids: dict[int, int] = {}
+    counter = 0
+
+    def number(node: ast.AST) -> None:
+        nonlocal counter
+        if isinstance(node, ast.Name):
+            ids[id(node)] = counter
+        counter += 1
+        for child in ast.iter_child_nodes(node):
+            if not isinstance(child, ast.expr_context):
+                number(child)
+
+    number(root)
+    children = [v for v, p in enumerate(tree.parents) if p is not None]
+    senders, receivers = list(children), [tree.parents[v] for v in children]
+    types = [ProgramGraph.AST] * len(children)
+    if data_flow:
+        last: dict[str, int] = {}
+        flows: list[tuple[int, int]] = []
+
+        def visit(node: ast.AST) -> None:
+            if isinstance(node, ast.Name):
+                if isinstance(node.ctx, ast.Load) and node.id in last:
+                    flows.append((last[node.id], ids[id(node)]))
+                elif isinstance(node.ctx, (ast.Store, ast.Del)):
+                    last[node.id] = ids[id(node)]
+                return
+            if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+                if node.value is not None:
+                    visit(node.value)
+                target = node.target if isinstance(node, ast.AugAssign) else None
+                if isinstance(target, ast.Name) and target.id in last:  # x += 1 reads x, then writes it
+                    flows.append((last[target.id], ids[id(target)]))
+                for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                    visit(target)
+                return
+            if isinstance(node, (ast.For, ast.AsyncFor)):
+                visit(node.iter)
+                visit(node.target)
+                for statement in [*node.body, *node.orelse]:
+                    visit(statement)
+                return
+            for child in ast.iter_child_nodes(node):
+                visit(child)
+
+        visit(root)
+        senders += [a for a, _ in flows]
+        receivers += [b for _, b in flows]
+        types += [ProgramGraph.DATA_FLOW] * len(flows)
+    return ProgramGraph(
+        tree=tree,
+        edge_index=torch.tensor([senders, receivers], dtype=torch.long).view(2, -1),
+        edge_type=torch.tensor(types, dtype=torch.long),
+    )
 
 
 def _refuse_cycles(graph, what: str) -> None:

@@ -8,11 +8,13 @@ from structnets.tasks.arithmetic import ArithmeticConfig, expression_tree, rando
 from structnets.tasks.arithmetic import train as train_arithmetic
 from structnets.tasks.sentiment import Cell, SentimentConfig, TreeSentiment, evaluate, read_vectors, train
 from structnets.trees import (
+    ProgramGraph,
     TreeSyntaxError,
     Vocabulary,
     batch_trees,
     dag_edges_from_networkx,
     parse_ptb,
+    python_graph,
     read_ptb,
     tree_from_networkx,
     tree_from_python,
@@ -264,3 +266,22 @@ def test_trees_command_line(tmp_path, data_dir, capsys):
         == 0
     )
     assert json.loads((tmp_path / "ar" / "metrics.json").read_text())["train_depths"] == [1]
+
+
+def test_python_graph_links_definitions_to_later_uses():
+    import structnets as sn
+
+    graph = python_graph("x = 1\ny = x + 2\nx = x * y\nx += 1\nprint(x)")
+    tokens = graph.tree.tokens
+    flows = graph.edge_index[:, graph.edge_type == ProgramGraph.DATA_FLOW].t().tolist()
+    # x@2 -> both reads of the first x (the read in "x = x * y" happens before the write);
+    # y@5 -> its read; the x written at 11 is read by "x += 1", whose x is read by print.
+    assert flows == [[2, 7], [2, 13], [5, 15], [11, 17], [17, 23]]
+    assert all(tokens[a] == tokens[b] for a, b in flows)
+    ast_edges = graph.edge_index[:, graph.edge_type == ProgramGraph.AST]
+    assert ast_edges.shape[1] == len(tokens) - 1
+    assert python_graph("x = 1\nprint(x)", data_flow=False).edge_type.tolist() == [ProgramGraph.AST] * 7
+    # A DAG, so the topological schedule runs a DAG-RNN over it.
+    loop = python_graph("total = 0\nfor i in range(3):\n    total = total + i\nprint(total)")
+    h = sn.propagate(sn.GRUCell(4, 6), torch.randn(len(loop.tree), 4), loop.edge_index, sn.Topological())
+    assert h.shape == (len(loop.tree), 6) and torch.isfinite(h).all()
