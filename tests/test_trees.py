@@ -101,7 +101,7 @@ def test_only_the_nary_cell_tells_left_from_right():
     torch.manual_seed(0)
     left_right, right_left = parse_ptb("(2 (2 a) (2 b))"), parse_ptb("(2 (2 b) (2 a))")
     vocabulary = Vocabulary.build([left_right])
-    for cell, differs in [(Cell.NARY, True), (Cell.CHILDSUM, False)]:
+    for cell, differs in [(Cell.NARY, True), (Cell.CHILDSUM, False), (Cell.CHILDSUM_GRU, False)]:
         model = TreeSentiment(len(vocabulary), SentimentConfig(cell=cell, embedding_size=6, hidden_size=5)).eval()
         roots = [model(batch_trees([t], vocabulary))[0] for t in (left_right, right_left)]
         assert (not torch.allclose(*roots)) is differs

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from ..cells import ChildSumTreeLSTMCell, NaryTreeLSTMCell
+from ..cells import ChildSumTreeGRUCell, ChildSumTreeLSTMCell, NaryTreeLSTMCell
 from ..data import dataset_path
 from ..propagate import propagate
 from ..schedules import Topological
@@ -53,10 +53,12 @@ NEUTRAL = 2
 
 class Cell(enum.Enum):
     """``nary``: Tai et al.'s binary (N-ary) Tree-LSTM, which tells left from right;
-    ``childsum``: the child-sum Tree-LSTM, blind to child order."""
+    ``childsum``: the child-sum Tree-LSTM, blind to child order; ``childsum-gru``: the
+    child-sum Tree-GRU (one reset gate per child), likewise order-blind."""
 
     NARY = "nary"
     CHILDSUM = "childsum"
+    CHILDSUM_GRU = "childsum-gru"
 
 
 def load_sst(split: str, data_dir: str | Path | None = None) -> list[Tree]:
@@ -143,8 +145,10 @@ class TreeSentiment(nn.Module):
         self.embedding = nn.Embedding(vocabulary_size, config.embedding_size)
         if config.cell is Cell.NARY:
             self.cell = NaryTreeLSTMCell(config.embedding_size, config.hidden_size, num_children=2)
-        else:
+        elif config.cell is Cell.CHILDSUM:
             self.cell = ChildSumTreeLSTMCell(config.embedding_size, config.hidden_size)
+        else:
+            self.cell = ChildSumTreeGRUCell(config.embedding_size, config.hidden_size)
         self.dropout = nn.Dropout(config.dropout)
         self.output = nn.Linear(config.hidden_size, NUM_CLASSES)
 
@@ -154,7 +158,8 @@ class TreeSentiment(nn.Module):
         inputs = torch.zeros(batch.num_nodes, self.config.embedding_size, device=batch.token_ids.device)
         inputs = inputs.index_put((leaves.nonzero().view(-1),), self.embedding(batch.token_ids[leaves]))
         edge_attr = batch.slots if self.config.cell is Cell.NARY else None
-        h, _ = propagate(self.cell, self.dropout(inputs), batch.edge_index, Topological(), edge_attr=edge_attr)
+        state = propagate(self.cell, self.dropout(inputs), batch.edge_index, Topological(), edge_attr=edge_attr)
+        h = state[0] if isinstance(state, tuple) else state  # (h, c) for the Tree-LSTMs
         return self.output(self.dropout(h))
 
 
