@@ -4,24 +4,25 @@
 # Prepare on a machine with the project's environment (the GPU machine itself has torch and
 # torch_geometric but no rdkit and no network):
 #   python -c "from structnets.chem import write_qm9_npz; write_qm9_npz('.gpu/qm9_full.npz', compact=True)"
-#   mkdir -p .gpu/qm9 && cp "$STRUCTNETS_DATA_DIR/qm9/qm9_subset5000.npz" .gpu/qm9/
+#   mkdir -p .gpu/qm9 .gpu/sst && cp "$STRUCTNETS_DATA_DIR/qm9/qm9_subset5000.npz" .gpu/qm9/
+#   cp "$STRUCTNETS_DATA_DIR"/sst/{train,dev}.txt .gpu/sst/
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 -d .whl rdkit
 # Then, on the GPU machine, from the repository root:
 #   OUT=runs/gpu bash benchmarks/gpu_suite.sh
 # SMOKE=1 runs every step for a few seconds on the CPU, to check the script itself.
-# STEPS picks steps (default "throughput core qm9full qm9subset"); BUDGET the trainings' seconds;
+# STEPS picks steps (default "throughput core sst qm9full qm9subset"); BUDGET the trainings' seconds;
 # WORKERS the processes that featurise QM9 (1 on machines whose process pools break).
 #
 # Steps (each under its own time limit, so that one failure leaves the others' results):
 #   1. MPNN training throughput against torch_geometric's NNConv + GRU + Set2Set;
-#   2. the core's LSTM and Tree-LSTM speed table;
+#   2. the core's LSTM and Tree-LSTM speed table, and SST's Tree-LSTM seconds per epoch;
 #   3. three QM9 trainings at once: all of QM9 with Gilmer et al.'s 110k/10k split, the
 #      12 targets jointly and the gap alone; and the 5,000-molecule subset (4,000 training
 #      molecules, the CPU benchmark's split) with Gilmer's complete graph.
 set -u
 OUT=${OUT:-runs/gpu}
 SMOKE=${SMOKE:-0}
-STEPS=${STEPS:-throughput core qm9full qm9subset}
+STEPS=${STEPS:-throughput core sst qm9full qm9subset}
 has() { case " $STEPS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 mkdir -p "$OUT"
 WORK=$(mktemp -d)
@@ -53,6 +54,12 @@ fi
 if has core; then
   echo "== 2. core speed"
   timeout 120 $PY benchmarks/core_speed.py --device $DEVICE $CORE --out "$OUT/core_speed.json" || echo "core speed FAILED ($?)"
+fi
+
+if has sst; then
+  echo "== 2b. SST Tree-LSTM epoch time"
+  timeout 200 $PY benchmarks/sst_tree_lstm.py --device $DEVICE --data-dir .gpu --skip-training \
+    --out "$OUT/sst_tree_lstm.json" || echo "sst FAILED ($?)"
 fi
 
 echo "== 3. QM9 trainings (concurrent)"
