@@ -16,6 +16,7 @@ from .cells import (
     NaryTreeLSTMCell,
     Nonlinearity,
 )
+from .neighbors import knn_graph, radius_graph
 from .propagate import propagate, propagate_levels, propagate_rounds
 from .rnn import RNN
 from .schedules import CycleError, Synchronous, Topological, topological_levels
@@ -42,4 +43,6 @@ __all__ = [
     "Topological",
     "topological_levels",
     "chains",
+    "radius_graph",
+    "knn_graph",
 ]
