@@ -80,3 +80,19 @@ def test_knn_graph_matches_brute_force(n, dim, k, graphs, seed):
             chosen = d[centre, mine].max()
             others = [j for j in range(n) if j not in mine and torch.isfinite(d[centre, j])]
             assert all(d[centre, j] >= chosen for j in others)
+
+
+def test_cell_list_in_small_chunks_gives_the_same_pairs():
+    from structnets.neighbors import _radius_cells
+
+    pos = torch.rand(500, 3, generator=torch.Generator().manual_seed(1))
+    batch = torch.zeros(500, dtype=torch.long)
+    expected = radius_graph(pos, 0.15, backend="kdtree")
+    assert torch.equal(_radius_cells(pos, 0.15, batch, False, chunk=64), expected)
+    assert expected.shape[1] > 1000
+
+
+def test_knn_errors_and_small_graphs():
+    assert knn_graph(torch.zeros(1, 2), 3).shape == (2, 0)  # a lone point has no neighbours
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        knn_graph(torch.zeros(3, 2), 0)
