@@ -7,7 +7,7 @@ import logging
 import sys
 
 from . import __version__
-from .tasks import molprop, palindrome, sentiment
+from .tasks import molprop, palindrome, sentiment, simulate
 
 __all__ = ["main", "build_parser"]
 
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     palindrome.register(subparsers)
     molprop.register(subparsers)
     sentiment.register(subparsers)
+    simulate.register(subparsers)
     return parser
 
 
