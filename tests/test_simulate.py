@@ -60,3 +60,22 @@ def test_training_beats_constant_velocity_and_writes_everything(ballistic, tmp_p
     assert torch.load(tmp_path / "run" / "model.pt", weights_only=True)["gns_config"]["latent_size"] == 32
     gif = render(tmp_path / "eval" / "rollout.npz", tmp_path / "rollout.gif", every=8)
     assert gif.stat().st_size > 1000
+
+
+def test_simulate_command_line(tmp_path, capsys):
+    from structnets.cli import main
+
+    data, run = str(tmp_path / "data"), str(tmp_path / "run")
+    assert (
+        main(["simulate", "generate", "--out", data, "--frames", "20", "--train", "1", "--valid", "1", "--test", "1"])
+        == 0
+    )
+    small = ["--latent-size", "16", "--message-passing-steps", "2", "--steps", "5", "--no-progress"]
+    assert main(["simulate", "train", "--data", data, "--out", run, *small]) == 0
+    assert main(["simulate", "evaluate", "--model", run, "--data", data, "--out", str(tmp_path / "ev")]) == 0
+    assert "rollout MSE" in capsys.readouterr().out
+    gif = str(tmp_path / "r.gif")
+    assert main(["simulate", "render", "--rollout", str(tmp_path / "ev" / "rollout.npz"), "--out", gif]) == 0
+    (tmp_path / "data" / "metadata.json").write_text("{}")
+    assert main(["simulate", "evaluate", "--model", run, "--data", data, "--out", str(tmp_path / "ev2")]) == 2
+    assert "missing field(s) bounds" in capsys.readouterr().err
