@@ -1,4 +1,9 @@
+import dataclasses
 import json
+import os
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -76,6 +81,47 @@ def test_simulate_command_line(tmp_path, capsys):
     assert "rollout MSE" in capsys.readouterr().out
     gif = str(tmp_path / "r.gif")
     assert main(["simulate", "render", "--rollout", str(tmp_path / "ev" / "rollout.npz"), "--out", gif]) == 0
+    one = str(tmp_path / "one.npz")
+    assert main(["simulate", "rollout", "--model", run, "--data", data, "--trajectory", "0", "--out", one]) == 0
+    assert main(["simulate", "rollout", "--model", run, "--data", data, "--trajectory", "5", "--out", one]) == 2
+    assert "the test split has 1 trajectories" in capsys.readouterr().err
     (tmp_path / "data" / "metadata.json").write_text("{}")
     assert main(["simulate", "evaluate", "--model", run, "--data", data, "--out", str(tmp_path / "ev2")]) == 2
     assert "missing field(s) bounds" in capsys.readouterr().err
+
+
+def test_resume_continues_from_the_checkpoint(ballistic, tmp_path):
+    config = TrainConfig(latent_size=16, message_passing_steps=2, steps=5)
+    train(config, ballistic, tmp_path / "run", progress=False)
+    first = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    assert first["step"] == 5
+    metrics = train(dataclasses.replace(config, steps=8), ballistic, tmp_path / "run", progress=False, resume=True)
+    again = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    assert metrics["steps"] == 8 and again["step"] == 8
+    assert not torch.equal(first["state_dict"]["decoder.0.weight"], again["state_dict"]["decoder.0.weight"])
+    with pytest.raises(ValueError, match="was trained with"):
+        train(
+            dataclasses.replace(config, latent_size=8, steps=9),
+            ballistic,
+            tmp_path / "run",
+            progress=False,
+            resume=True,
+        )
+
+
+def test_distributed_training_with_gloo(ballistic, tmp_path):
+    """Two processes under torchrun train one simulator (DistributedDataParallel, gloo)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+        "-m", "structnets", "simulate", "train", "--data", str(ballistic), "--out", str(tmp_path / "ddp"),
+        "--latent-size", "16", "--message-passing-steps", "2", "--steps", "4", "--no-progress",
+    ]  # fmt: skip
+    result = subprocess.run(
+        command, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((tmp_path / "ddp" / "train_metrics.json").read_text())
+    assert metrics["processes"] == 2 and metrics["steps"] == 4

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
@@ -56,22 +57,64 @@ def _load_model(run: Path, device: str = "cpu") -> LearnedSimulator:
     return model.to(device).eval()
 
 
-def train(config: TrainConfig, data: Path, out_dir: Path, progress: bool = True) -> dict[str, Any]:
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
+def train(
+    config: TrainConfig, data: Path, out_dir: Path, progress: bool = True, resume: bool = False
+) -> dict[str, Any]:
+    """Trains; with ``resume``, continues from ``out_dir/model.pt`` (weights, optimiser, step).
+
+    Under ``torchrun`` each process draws its own windows and DistributedDataParallel
+    averages the gradients (gloo on CPU, nccl on GPU); rank 0 writes the checkpoint.
+    """
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
     device = torch.device(config.device)
+    if world > 1:
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    rank = torch.distributed.get_rank() if world > 1 else 0
+    try:
+        return _train(config, data, out_dir, progress and rank == 0, resume, rank, world, device)
+    finally:
+        if world > 1:
+            torch.distributed.destroy_process_group()
+
+
+def _train(
+    config: TrainConfig,
+    data: Path,
+    out_dir: Path,
+    progress: bool,
+    resume: bool,
+    rank: int,
+    world: int,
+    device: torch.device,
+) -> dict[str, Any]:
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng([config.seed, rank])
     metadata = read_metadata(data)
     trajectories = read_trajectories(Path(data) / "train.npz", metadata)
     windows = _windows(trajectories)
     gns = GNSConfig(latent_size=config.latent_size, message_passing_steps=config.message_passing_steps)
     model = LearnedSimulator(metadata, gns).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    first = 1
+    if resume:
+        checkpoint = load_checkpoint(Path(out_dir) / "model.pt", map_location=device)
+        if checkpoint["gns_config"] != dataclasses.asdict(gns):
+            raise ValueError(
+                f"{out_dir}/model.pt was trained with {checkpoint['gns_config']}, not {dataclasses.asdict(gns)}"
+            )
+        model.load_state_dict(checkpoint["state_dict"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        first = int(checkpoint["step"]) + 1
+        rng = np.random.default_rng([config.seed, rank, first])
+    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     positions = [torch.from_numpy(t.position).to(device) for t in trajectories]
     kinds = [torch.from_numpy(t.particle_type).to(device) for t in trajectories]
     velocity_noise = config.noise_std / math.sqrt(HISTORY)
     history_log, started = [], time.perf_counter()
-    bar = tqdm(range(1, config.steps + 1), desc="simulate", unit="step", disable=not progress)
-    step = 0
+    bar = tqdm(range(first, config.steps + 1), desc="simulate", unit="step", disable=not progress)
+    step = first - 1
     for step in bar:
         chosen = [windows[i] for i in rng.integers(0, len(windows), config.batch_size)]
         hist, nxt, kind, batch = [], [], [], []
@@ -89,7 +132,7 @@ def train(config: TrainConfig, data: Path, out_dir: Path, progress: bool = True)
         noisy = history + noise
         target_acc = (target_next + noise[:, -1]) - 2 * noisy[:, -1] + noisy[:, -2]
         target = (target_acc - model.acc_mean) / model.acc_std
-        loss = F.mse_loss(model(noisy, torch.cat(kind), torch.cat(batch)), target)
+        loss = F.mse_loss(net(noisy, torch.cat(kind), torch.cat(batch)), target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         clip_gradients(model, 1.0)
@@ -104,20 +147,35 @@ def train(config: TrainConfig, data: Path, out_dir: Path, progress: bool = True)
         if step % 50 == 0 or step == 1:
             history_log.append({"step": step, "loss": loss.item(), "seconds": time.perf_counter() - started})
             bar.set_postfix(loss=f"{loss.item():.4f}")
-        if config.max_seconds is not None and time.perf_counter() - started > config.max_seconds:
+        out_of_time = config.max_seconds is not None and time.perf_counter() - started > config.max_seconds
+        if world > 1:  # rank 0's clock decides for all, so that all stop at the same step
+            flag = torch.tensor([float(out_of_time)], device=device)
+            torch.distributed.broadcast(flag, 0)
+            out_of_time = bool(flag.item())
+        if out_of_time:
             break
     seconds = time.perf_counter() - started
+    metrics = {
+        "steps": step,
+        "seconds": seconds,
+        "steps_per_second": (step - first + 1) / seconds,
+        "processes": world,
+        "history": history_log,
+    }
+    if rank != 0:
+        return metrics
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.save(
         {
             "state_dict": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "step": step,
             "gns_config": dataclasses.asdict(gns),
             "metadata": metadata.to_json(),
             "train_config": dataclasses.asdict(config),
         },
         out_dir / "model.pt",
     )
-    metrics = {"steps": step, "seconds": seconds, "steps_per_second": step / seconds, "history": history_log}
     (out_dir / "train_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 
@@ -222,6 +280,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         )
     tr.add_argument("--max-seconds", type=float)
     tr.add_argument("--device", default="cpu")
+    tr.add_argument("--resume", action="store_true", help="continue from OUT/model.pt up to --steps")
     tr.add_argument("--no-progress", action="store_true")
     tr.set_defaults(func=_train_cli)
     ev = actions.add_parser("evaluate", help="one-step and rollout MSE against constant velocity")
@@ -230,6 +289,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test")
     ev.add_argument("--out", required=True, type=Path)
     ev.set_defaults(func=_evaluate_cli)
+    ro = actions.add_parser("rollout", help="roll one trajectory out and save truth and prediction as npz")
+    ro.add_argument("--model", required=True, type=Path)
+    ro.add_argument("--data", required=True, type=Path)
+    ro.add_argument("--split", default="test")
+    ro.add_argument("--trajectory", type=int, default=0, help="index within the split")
+    ro.add_argument("--out", required=True, type=Path)
+    ro.set_defaults(func=_rollout_cli)
     re = actions.add_parser("render", help="a side-by-side GIF from evaluate's rollout.npz")
     re.add_argument("--rollout", required=True, type=Path)
     re.add_argument("--out", required=True, type=Path)
@@ -252,8 +318,25 @@ def _generate_cli(args: argparse.Namespace) -> int:
 
 def _train_cli(args: argparse.Namespace) -> int:
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
-    metrics = train(TrainConfig(**values), args.data, args.out, progress=not args.no_progress)
+    metrics = train(TrainConfig(**values), args.data, args.out, progress=not args.no_progress, resume=args.resume)
     print(f"{metrics['steps']} steps in {metrics['seconds']:.0f} s; wrote {args.out}/model.pt")
+    return 0
+
+
+def _rollout_cli(args: argparse.Namespace) -> int:
+    model = _load_model(args.model)
+    metadata = read_metadata(args.data)
+    trajectories = read_trajectories(Path(args.data) / f"{args.split}.npz", metadata)
+    if not 0 <= args.trajectory < len(trajectories):
+        raise ValueError(f"--trajectory {args.trajectory}: the {args.split} split has {len(trajectories)} trajectories")
+    position = torch.from_numpy(trajectories[args.trajectory].position)
+    kind = torch.from_numpy(trajectories[args.trajectory].particle_type)
+    predicted = model.rollout(position[: HISTORY + 1], kind, position.shape[0] - HISTORY - 1)
+    full = torch.cat([position[: HISTORY + 1], predicted]).numpy()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(args.out, truth=position.numpy(), predicted=full, bounds=np.array(metadata.bounds))
+    mse = float(((full[HISTORY + 1 :] - position.numpy()[HISTORY + 1 :]) ** 2).mean())
+    print(f"rollout MSE {mse:.3g}; wrote {args.out} (render it with structnets simulate render)")
     return 0
 
 
