@@ -113,7 +113,9 @@ def _train(
     kinds = [torch.from_numpy(t.particle_type).to(device) for t in trajectories]
     velocity_noise = config.noise_std / math.sqrt(HISTORY)
     history_log, started = [], time.perf_counter()
-    bar = tqdm(range(first, config.steps + 1), desc="simulate", unit="step", disable=not progress)
+    steps = range(first, config.steps + 1)
+    # Under a time budget the step count is not the end to show: count steps, no total.
+    bar = tqdm(steps if config.max_seconds is None else iter(steps), desc="simulate", unit="step", disable=not progress)
     step = first - 1
     for step in bar:
         chosen = [windows[i] for i in rng.integers(0, len(windows), config.batch_size)]
