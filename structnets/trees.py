@@ -224,15 +224,25 @@ def tree_from_python(source: str, *, mode: str = "eval") -> Tree:
     Raises:
         SyntaxError: the source is not valid Python (with its line and column).
     """
+    return _python_tree(source, mode)[0]
+
+
+def _python_tree(source: str, mode: str) -> tuple[Tree, ast.AST, dict[int, int]]:
+    """The tree, the AST root it was read from, and the pre-order id of each ``Name`` node
+    keyed by ``id(node)`` (only Name nodes: operator nodes such as ``ast.Add`` are shared
+    singletons, so ``id()`` cannot tell their occurrences apart)."""
     root = ast.parse(source, mode=mode)
     if isinstance(root, ast.Expression):
         root = root.body
     parents: list[int | None] = []
     slots: list[int] = []
     tokens: list[str | None] = []
+    names: dict[int, int] = {}
 
     def visit(node: ast.AST, parent: int | None, slot: int) -> None:
         index = len(parents)
+        if isinstance(node, ast.Name):
+            names[id(node)] = index
         parents.append(parent)
         slots.append(slot)
         tokens.append(_python_token(node))
@@ -241,7 +251,7 @@ def tree_from_python(source: str, *, mode: str = "eval") -> Tree:
             visit(child, index, k)
 
     visit(root, None, 0)
-    return Tree(parents, slots, [None] * len(parents), tokens, "<python>")
+    return Tree(parents, slots, [None] * len(parents), tokens, "<python>"), root, names
 
 
 @dataclass(frozen=True)
@@ -273,25 +283,7 @@ def python_graph(source: str, *, mode: str = "exec", data_flow: bool = True) -> 
     to an assignment later in the loop body), which keeps the graph acyclic: definitions
     are leaves, and AST edges only lead up, so the core's topological schedule runs on it.
     """
-    tree = tree_from_python(source, mode=mode)
-    root = ast.parse(source, mode=mode)
-    if isinstance(root, ast.Expression):
-        root = root.body
-    # Pre-order ids, exactly as tree_from_python numbers the nodes. Only Name nodes are
-    # looked up: operator nodes (ast.Add ...) are shared singletons, so id() cannot key them.
-    ids: dict[int, int] = {}
-    counter = 0
-
-    def number(node: ast.AST) -> None:
-        nonlocal counter
-        if isinstance(node, ast.Name):
-            ids[id(node)] = counter
-        counter += 1
-        for child in ast.iter_child_nodes(node):
-            if not isinstance(child, ast.expr_context):
-                number(child)
-
-    number(root)
+    tree, root, ids = _python_tree(source, mode)
     children = [v for v, p in enumerate(tree.parents) if p is not None]
     senders, receivers = list(children), [tree.parents[v] for v in children]
     types = [ProgramGraph.AST] * len(children)

@@ -312,18 +312,19 @@ def composition(graphs: Sequence, featurizer: FeaturizerConfig) -> Tensor:
         (k, float(n.split("=")[1].rstrip("+"))) for k, n in enumerate(names) if n.startswith("hydrogens=")
     ]
     out = torch.zeros(len(graphs), len(elements) + 2, dtype=torch.float64)
-    columns = torch.tensor(elements)
-    for i, graph in enumerate(graphs):
-        x = graph.x.to(torch.float64)
-        out[i, : len(elements)] = x[:, columns].sum(0)
-        if not featurizer.explicit_hydrogens:
-            # Hydrogens live in the heavy atoms' hydrogen-count one-hot; an explicit
-            # hydrogen atom would be counted twice, once as a node and once there.
-            hydrogens = sum(count * float(x[:, k].sum()) for k, count in hydrogen_counts)
-            if hydrogen_slot is not None:
-                out[i, elements.index(hydrogen_slot)] += hydrogens
-            else:
-                out[i, len(elements)] += hydrogens
+    if not graphs:
+        return out
+    x = torch.cat([graph.x for graph in graphs]).to(torch.float64)
+    per_atom = torch.zeros(x.shape[0], out.shape[1], dtype=torch.float64)
+    per_atom[:, : len(elements)] = x[:, elements]
+    if not featurizer.explicit_hydrogens:
+        # Hydrogens live in the heavy atoms' hydrogen-count one-hot; an explicit
+        # hydrogen atom would be counted twice, once as a node and once there.
+        slots, counts = zip(*hydrogen_counts)
+        column = elements.index(hydrogen_slot) if hydrogen_slot is not None else len(elements)
+        per_atom[:, column] += x[:, list(slots)] @ torch.tensor(counts, dtype=torch.float64)
+    graph_of_atom = torch.repeat_interleave(torch.arange(len(graphs)), torch.tensor([g.x.shape[0] for g in graphs]))
+    out.index_add_(0, graph_of_atom, per_atom)
     out[:, -1] = 1.0
     return out
 
@@ -906,45 +907,17 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _train_cli(args: argparse.Namespace) -> int:
+    # Every option is named after its config field; the few that need converting follow.
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(MolpropConfig) if hasattr(args, f.name)}
     config = MolpropConfig(
-        data=args.data,
-        dataset=args.dataset,
-        smiles_column=args.smiles_column,
-        target_columns=tuple(args.target_columns),
-        data_dir=args.data_dir,
-        limit=args.limit,
-        sample=args.sample,
-        composition_baseline=args.composition_baseline,
-        distance_bins=args.distance_bins,
-        qm9_npz=args.qm9_npz,
-        max_seconds=args.max_seconds,
-        workers=args.workers,
-        ema_decay=args.ema_decay,
-        split_sizes=None if args.split_sizes is None else tuple(args.split_sizes),
-        task=Task(args.task),
-        split=SplitKind(args.split),
-        split_indices=args.split_indices,
-        explicit_hydrogens=args.explicit_hydrogens,
-        distances=args.distances,
-        complete_graph=args.complete_graph,
-        skip_invalid=args.skip_invalid,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        hidden_size=args.hidden_size,
-        rounds=args.rounds,
-        edge_hidden_size=args.edge_hidden_size,
-        set2set_steps=args.set2set_steps,
-        readout_hidden_size=args.readout_hidden_size,
-        dropout=args.dropout,
-        weight_decay=args.weight_decay,
-        schedule=Schedule(args.schedule),
-        sum_readout=args.sum_readout,
-        warmup_epochs=args.warmup_epochs,
-        final_lr_ratio=args.final_lr_ratio,
-        patience=args.patience,
-        seed=args.seed,
-        device=args.device,
+        **{
+            **values,
+            "target_columns": tuple(args.target_columns),
+            "split_sizes": None if args.split_sizes is None else tuple(args.split_sizes),
+            "task": Task(args.task),
+            "split": SplitKind(args.split),
+            "schedule": Schedule(args.schedule),
+        }
     )
     metrics = train(config, args.out, progress=not args.no_progress)
     if metrics:
