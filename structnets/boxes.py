@@ -18,7 +18,16 @@ import shapely
 import torch
 from torch import Tensor
 
-__all__ = ["box_corners_bev", "iou_bev", "iou_3d", "average_precision", "match_detections"]
+__all__ = [
+    "box_corners_bev",
+    "box_corners_3d",
+    "points_in_boxes",
+    "to_box_frame",
+    "iou_bev",
+    "iou_3d",
+    "average_precision",
+    "match_detections",
+]
 
 
 def box_corners_bev(boxes: Tensor) -> Tensor:
@@ -30,6 +39,28 @@ def box_corners_bev(boxes: Tensor) -> Tensor:
     c, s = torch.cos(yaw).view(-1, 1), torch.sin(yaw).view(-1, 1)
     return torch.stack([x.view(-1, 1) + c * local[..., 0] - s * local[..., 1],
                         y.view(-1, 1) + s * local[..., 0] + c * local[..., 1]], -1)  # fmt: skip
+
+
+def box_corners_3d(boxes: Tensor) -> Tensor:
+    """``[N, 8, 3]`` corners: the four of :func:`box_corners_bev` at the bottom, then at the top."""
+    bev = box_corners_bev(boxes)
+    bottom = (boxes[:, 2] - boxes[:, 5] / 2).view(-1, 1, 1).expand(-1, 4, 1)
+    top = (boxes[:, 2] + boxes[:, 5] / 2).view(-1, 1, 1).expand(-1, 4, 1)
+    return torch.cat([torch.cat([bev, bottom], -1), torch.cat([bev, top], -1)], 1)
+
+
+def to_box_frame(points: Tensor, boxes: Tensor) -> Tensor:
+    """``[N, M, 3]``: the points ``[N, 3+]`` in each box's own frame (centre at the origin,
+    length along x, width along y)."""
+    d = points[:, None, :3] - boxes[None, :, :3]
+    c, s = torch.cos(boxes[:, 6]), torch.sin(boxes[:, 6])
+    return torch.stack([c * d[..., 0] + s * d[..., 1], -s * d[..., 0] + c * d[..., 1], d[..., 2]], -1)
+
+
+def points_in_boxes(points: Tensor, boxes: Tensor, margin: float = 0.0) -> Tensor:
+    """``[N, M]`` whether each point lies in each box grown by ``margin`` on every side."""
+    local = to_box_frame(points, boxes)
+    return (local.abs() <= boxes[None, :, 3:6] / 2 + margin).all(-1)
 
 
 def _polygons(boxes: Tensor) -> np.ndarray:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .boxes import box_corners_3d
 from .data import data_dir
 
 __all__ = [
@@ -35,6 +36,11 @@ __all__ = [
     "read_labels",
     "load_frame",
     "boxes_in_lidar",
+    "label_from_box",
+    "labels_from_boxes",
+    "format_label",
+    "write_labels",
+    "in_camera_view",
 ]
 
 KITTI_URL = "http://www.cvlibs.net/datasets/kitti/eval_object.php?obj_benchmark=3d"
@@ -194,3 +200,79 @@ def boxes_in_lidar(objects: list[KittiObject], calibration: Calibration) -> Tens
     yaw = -torch.tensor([o.rotation_y for o in objects], dtype=torch.float64) - math.pi / 2
     yaw = torch.remainder(yaw + math.pi, 2 * math.pi) - math.pi
     return torch.cat([centre, torch.stack([length, w, h, yaw], 1)], 1).float()
+
+
+def labels_from_boxes(
+    names: list[str],
+    boxes: Tensor,
+    calibration: Calibration,
+    *,
+    truncated: float | list[float] = 0.0,
+    occluded: int | list[int] = 0,
+    scores: list[float] | Tensor | None = None,
+    image_size: tuple[int, int] = (1242, 375),
+) -> list[KittiObject]:
+    """The labels of LiDAR-frame boxes ``[M, 7]``: the inverse of :func:`boxes_in_lidar`,
+    with each 2D box from the projected corners, clipped to the image (``width, height``)."""
+    if len(names) != boxes.shape[0]:
+        raise ValueError(f"{boxes.shape[0]} boxes but {len(names)} names")
+    if boxes.shape[0] == 0:
+        return []
+    boxes = boxes.double()
+    bottom_lidar = torch.cat([boxes[:, :2], (boxes[:, 2] - boxes[:, 5] / 2).unsqueeze(1)], 1)
+    bottom = calibration.lidar_to_camera(bottom_lidar)
+    rotation_y = torch.remainder(-boxes[:, 6] - math.pi / 2 + math.pi, 2 * math.pi) - math.pi
+    alpha = torch.remainder(rotation_y - torch.atan2(bottom[:, 0], bottom[:, 2]) + math.pi, 2 * math.pi) - math.pi
+    pixels = calibration.project(box_corners_3d(boxes).reshape(-1, 3)).view(-1, 8, 2)
+    low = pixels.amin(1).clamp(min=0)
+    high = torch.minimum(pixels.amax(1), torch.tensor(image_size, dtype=torch.float64) - 1)
+    count = len(names)
+    truncated = truncated if isinstance(truncated, list) else [truncated] * count
+    occluded = occluded if isinstance(occluded, list) else [occluded] * count
+    score_list = [None] * count if scores is None else [float(v) for v in scores]
+    return [
+        KittiObject(
+            type=names[k],
+            truncated=float(truncated[k]),
+            occluded=int(occluded[k]),
+            alpha=float(alpha[k]),
+            bbox=(float(low[k, 0]), float(low[k, 1]), float(high[k, 0]), float(high[k, 1])),
+            dimensions=(float(boxes[k, 5]), float(boxes[k, 4]), float(boxes[k, 3])),
+            location=tuple(bottom[k].tolist()),
+            rotation_y=float(rotation_y[k]),
+            score=score_list[k],
+        )
+        for k in range(count)
+    ]
+
+
+def label_from_box(
+    name: str, box: Tensor, calibration: Calibration, *, score: float | None = None, **options
+) -> KittiObject:
+    """:func:`labels_from_boxes` of one box ``[7]``."""
+    return labels_from_boxes([name], box.view(1, 7), calibration, scores=None if score is None else [score], **options)[
+        0
+    ]
+
+
+def format_label(obj: KittiObject) -> str:
+    """One line of a ``label_2`` file (16 fields when the object has a score)."""
+    fields = [obj.type, f"{obj.truncated:.2f}", str(obj.occluded), f"{obj.alpha:.2f}"]
+    fields += [f"{v:.2f}" for v in (*obj.bbox, *obj.dimensions, *obj.location, obj.rotation_y)]
+    if obj.score is not None:
+        fields.append(f"{obj.score:.4f}")
+    return " ".join(fields)
+
+
+def write_labels(path: str | Path, objects: list[KittiObject]) -> None:
+    """Writes a ``label_2``-format file (an empty file for no objects)."""
+    Path(path).write_text("".join(format_label(o) + "\n" for o in objects))
+
+
+def in_camera_view(points: Tensor, calibration: Calibration, image_size: tuple[int, int] = (1242, 375)) -> Tensor:
+    """``[N]`` whether each point is in front of the camera and projects into image_2
+    (``width, height``): the field-of-view crop that KITTI's labels and Point-GNN use."""
+    front = calibration.lidar_to_camera(points[:, :3])[:, 2] > 0.1
+    pixels = calibration.project(points[:, :3])
+    inside = (pixels[:, 0] >= 0) & (pixels[:, 0] < image_size[0]) & (pixels[:, 1] >= 0) & (pixels[:, 1] < image_size[1])
+    return front & inside

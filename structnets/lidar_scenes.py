@@ -5,7 +5,8 @@ it (sizes drawn around KITTI's class averages). A spinning 64-beam sensor 1.73 m
 ground (the geometry of KITTI's Velodyne HDL-64E: elevations from -24.9 to +2 degrees)
 casts rays over the camera's field of view; each ray returns the nearest hit among the
 boxes and the ground, so near objects hide far ones and points thin out with range, as
-in real scans. Range noise and dropped returns are added. An object that no ray reaches is
+in real scans. Unlabelled clutter (walls, poles, bushes) stands among them. Range noise
+and dropped returns are added. An object that no ray reaches is
 left out of the labels, and one that few rays reach is marked occluded. Each scene is written as
 ``training/velodyne/NNNNNN.bin``, ``label_2`` and ``calib`` files that
 :func:`structnets.kitti.load_frame` reads.
@@ -24,8 +25,9 @@ import torch
 from torch import Tensor
 
 from .boxes import iou_bev
+from .kitti import Calibration, labels_from_boxes, write_labels
 
-__all__ = ["SENSOR_HEIGHT", "CLASS_SIZES", "random_boxes", "cast_rays", "generate_scenes"]
+__all__ = ["SENSOR_HEIGHT", "CLASS_SIZES", "CLUTTER_SIZES", "random_boxes", "cast_rays", "generate_scenes"]
 
 SENSOR_HEIGHT = 1.73
 #: Mean (length, width, height) in metres and the spread drawn around them.
@@ -34,6 +36,12 @@ CLASS_SIZES = {
     "Pedestrian": ((0.8, 0.6, 1.75), (0.1, 0.08, 0.1)),
     "Cyclist": ((1.76, 0.6, 1.73), (0.15, 0.05, 0.1)),
 }
+#: Unlabelled clutter that a detector must learn to reject: stretches of wall, poles, bushes.
+CLUTTER_SIZES = {
+    "wall": ((8.0, 0.5, 2.5), (3.0, 0.1, 0.8)),
+    "pole": ((0.3, 0.3, 4.0), (0.05, 0.05, 1.0)),
+    "bush": ((1.6, 1.2, 1.0), (0.5, 0.3, 0.3)),
+}
 # A KITTI-like calibration: camera x right, y down, z forward; image_2 intrinsics of the
 # recordings from 2011-09-26.
 _TR_VELO_TO_CAM = np.array([[0.0, -1.0, 0.0, 0.0], [0.0, 0.0, -1.0, -0.08], [1.0, 0.0, 0.0, -0.27]])
@@ -41,10 +49,11 @@ _P2 = np.array([[721.5377, 0.0, 609.5593, 44.85728], [0.0, 721.5377, 172.854, 0.
 
 
 def random_boxes(rng: np.random.Generator, counts: dict[str, int], max_range: float = 50.0) -> tuple[Tensor, list[str]]:
-    """Non-overlapping boxes ``[M, 7]`` (LiDAR frame, centre z) standing on the ground in front of the sensor."""
+    """Non-overlapping boxes ``[M, 7]`` (LiDAR frame, centre z) standing on the ground in
+    front of the sensor; ``counts`` by name, from :data:`CLASS_SIZES` or :data:`CLUTTER_SIZES`."""
     boxes, names = [], []
     for name, count in counts.items():
-        (mean, spread) = CLASS_SIZES[name]
+        (mean, spread) = CLASS_SIZES.get(name) or CLUTTER_SIZES[name]
         for _ in range(count):
             for _attempt in range(50):
                 size = np.maximum(np.array(mean) + rng.normal(0, spread), 0.3)
@@ -103,39 +112,13 @@ def cast_rays(directions: Tensor, boxes: Tensor, max_range: float = 70.0) -> tup
     return distance.masked_fill(beyond, math.inf), hit.masked_fill(beyond, -2)
 
 
-def _label_line(name: str, box: Tensor, occluded: int) -> str:
-    x, y, z, length, width, height, yaw = box.tolist()
-    bottom = np.array([x, y, z - height / 2, 1.0])
-    camera = _TR_VELO_TO_CAM @ bottom
-    rotation_y = -yaw - math.pi / 2
-    rotation_y = (rotation_y + math.pi) % (2 * math.pi) - math.pi
-    alpha = rotation_y - math.atan2(camera[0], camera[2])
-    corners = []
-    for sx in (-0.5, 0.5):
-        for sy in (-0.5, 0.5):
-            for sz in (-0.5, 0.5):
-                local = np.array([sx * length, sy * width, sz * height])
-                world = np.array(
-                    [x + math.cos(yaw) * local[0] - math.sin(yaw) * local[1],
-                     y + math.sin(yaw) * local[0] + math.cos(yaw) * local[1], z + local[2], 1.0]
-                )  # fmt: skip
-                pixel = _P2 @ np.append(_TR_VELO_TO_CAM @ world, 1.0)
-                corners.append(pixel[:2] / pixel[2])
-    corners = np.array(corners)
-    left, top = np.clip(corners.min(0), 0, [1241, 374])
-    right, bottom_px = np.clip(corners.max(0), 0, [1241, 374])
-    return (
-        f"{name} 0.00 {occluded} {alpha:.2f} {left:.2f} {top:.2f} {right:.2f} {bottom_px:.2f} "
-        f"{height:.2f} {width:.2f} {length:.2f} {camera[0]:.2f} {camera[1]:.2f} {camera[2]:.2f} {rotation_y:.2f}"
-    )
-
-
 def generate_scenes(
     out_dir: str | Path,
     count: int,
     *,
     seed: int = 0,
     objects: dict[str, tuple[int, int]] | None = None,
+    clutter: dict[str, tuple[int, int]] | None = None,
     azimuths: int = 450,
     field_of_view: float = math.radians(90),
     noise: float = 0.02,
@@ -144,14 +127,21 @@ def generate_scenes(
     """Writes ``count`` scenes under ``out_dir/training``; returns that folder.
 
     ``objects`` gives each class's (min, max) count per scene (default: cars 2-8,
-    pedestrians 0-4, cyclists 0-3).
+    pedestrians 0-4, cyclists 0-3); ``clutter`` the same for the unlabelled distractors
+    (default: walls 0-2, poles 0-4, bushes 0-4; ``{}`` for none).
     """
     rng = np.random.default_rng(seed)
     ranges = objects or {"Car": (2, 8), "Pedestrian": (0, 4), "Cyclist": (0, 3)}
+    ranges = {**ranges, **(clutter if clutter is not None else {"wall": (0, 2), "pole": (0, 4), "bush": (0, 4)})}
     folder = Path(out_dir) / "training"
     for sub in ("velodyne", "label_2", "calib"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     directions = _rays(azimuths, field_of_view)
+    calibration = Calibration(
+        P2=torch.from_numpy(_P2),
+        R0_rect=torch.eye(3, dtype=torch.float64),
+        Tr_velo_to_cam=torch.from_numpy(_TR_VELO_TO_CAM),
+    )
     calib = "\n".join(
         [f"P{k}: " + " ".join(f"{v:.12e}" for v in _P2.ravel()) for k in range(4)]
         + ["R0_rect: " + " ".join(f"{v:.12e}" for v in np.eye(3).ravel())]
@@ -172,9 +162,9 @@ def generate_scenes(
         # Returns per object: none, and it is left out of the labels (KITTI labels what the
         # sensors saw); a few, and it counts as occluded (2: largely, 1: partly).
         hits = torch.bincount(hit[keep & (hit >= 0)], minlength=len(names)).tolist()
-        lines = [
-            _label_line(n, b, 0 if k >= 20 else 1 if k >= 5 else 2) for n, b, k in zip(names, boxes, hits) if k > 0
-        ]
-        (folder / "label_2" / f"{name}.txt").write_text("".join(line + "\n" for line in lines))
+        seen = [k for k, (n, count) in enumerate(zip(names, hits)) if count > 0 and n in CLASS_SIZES]
+        occlusion = [0 if hits[k] >= 20 else 1 if hits[k] >= 5 else 2 for k in seen]
+        labels = labels_from_boxes([names[k] for k in seen], boxes[seen], calibration, occluded=occlusion)
+        write_labels(folder / "label_2" / f"{name}.txt", labels)
         (folder / "calib" / f"{name}.txt").write_text(calib + "\n")
     return folder

@@ -45,10 +45,10 @@ def test_point_gnn_is_translation_invariant_and_uses_its_neighbours():
     torch.manual_seed(0)
     # float64 and a whole-voxel shift: every point falls in the shifted copy of its voxel.
     points = torch.cat([torch.rand(400, 3, dtype=torch.float64) * 10, torch.rand(400, 1, dtype=torch.float64)], 1)
-    model = PointGNN(PointGNNConfig(state_size=16, layers=2)).double().eval()
+    model = PointGNN(PointGNNConfig(state_size=16, layers=2, encoder=(8, 16))).double().eval()
     graph = build_point_graph(points, voxel_size=1.0, radius=2.5, feature_radius=1.0)
     logits, boxes = model(points, graph)
-    assert logits.shape == (graph.vertices.shape[0], 4) and boxes.shape == (graph.vertices.shape[0], 7)
+    assert logits.shape == (graph.vertices.shape[0], 4) and boxes.shape == (graph.vertices.shape[0], 3, 8)
     shifted = points + torch.tensor([100.0, -50.0, 3.0, 0.0], dtype=torch.float64)
     moved = build_point_graph(shifted, voxel_size=1.0, radius=2.5, feature_radius=1.0)
     assert torch.equal(moved.edge_index, graph.edge_index)

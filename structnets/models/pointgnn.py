@@ -11,13 +11,20 @@ Each layer is one round of the core's synchronous schedule
 (:func:`structnets.propagate_rounds` with :func:`structnets.propagate.max_aggregate`); the
 layers do not share weights. The offsets make the messages depend on positions only
 through differences, so the network is invariant to translating the whole scene.
+
+The first layer of ``MLP_f`` is a linear map of the concatenation ``[x_j - x_i + dx_i,
+s_j]``; it is split into its position part, applied per edge (3 inputs), and its state
+part, applied once per vertex and gathered, which is the same function at a fraction of
+the cost (there are some 30 edges per vertex).
+
+The box head predicts one box per object class (``[V, classes, box_size]``, coded by
+:class:`structnets.detection.BoxCoder`); the class head's scores pick which one counts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 
 from ..pointgraph import PointGraph, VertexEncoder
@@ -37,10 +44,28 @@ def _mlp(sizes: list[int], last_activation: bool = True) -> nn.Sequential:
 
 @dataclass(frozen=True)
 class PointGNNConfig:
+    """The paper's sizes by default (states of 300, T = 3)."""
+
     state_size: int = 300
     layers: int = 3  # T in the paper
     num_classes: int = 4  # background, car, pedestrian, cyclist
-    box_size: int = 7  # centre offset (3), log size (3), yaw
+    box_size: int = 8  # centre offset (3), log size (3), doubled-angle yaw (2)
+    encoder: tuple[int, ...] = (32, 64, 128, 300)
+    head: int = 64
+
+
+class _EdgeMLP(nn.Module):
+    """``MLP_f([d, s_j])`` for edges ``j -> i`` with ``d`` the registered offset; the first
+    layer's state part is applied per vertex (see the module docstring)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.position = nn.Linear(3, size)
+        self.state = nn.Linear(size, size, bias=False)
+        self.out = nn.Sequential(nn.ReLU(), nn.Linear(size, size), nn.ReLU())
+
+    def forward(self, offsets: Tensor, states: Tensor, senders: Tensor) -> Tensor:
+        return self.out(self.position(offsets) + self.state(states)[senders])
 
 
 class _Update(nn.Module):
@@ -57,19 +82,21 @@ class _Update(nn.Module):
 class PointGNN(nn.Module):
     """Vertex encoder, T auto-registered graph layers, classification and box heads.
 
-    ``forward(points, graph)`` returns ``(logits [V, num_classes], boxes [V, box_size])``.
+    ``forward(points, graph)`` returns ``(logits [V, num_classes], boxes [V,
+    num_classes - 1, box_size])``.
     """
 
     def __init__(self, config: PointGNNConfig = PointGNNConfig()) -> None:
         super().__init__()
         self.config = config
         size = config.state_size
-        self.encoder = VertexEncoder(size)
-        self.offsets = nn.ModuleList(_mlp([size, 64, 3], last_activation=False) for _ in range(config.layers))
-        self.edges = nn.ModuleList(_mlp([size + 3, size, size]) for _ in range(config.layers))
+        self.encoder = VertexEncoder(size, config.encoder)
+        self.offsets = nn.ModuleList(_mlp([size, config.head, 3], last_activation=False) for _ in range(config.layers))
+        self.edges = nn.ModuleList(_EdgeMLP(size) for _ in range(config.layers))
         self.updates = nn.ModuleList(_Update(size) for _ in range(config.layers))
-        self.classify = _mlp([size, 64, config.num_classes], last_activation=False)
-        self.regress = _mlp([size, 64, 64, config.box_size], last_activation=False)
+        self.classify = _mlp([size, config.head, config.num_classes], last_activation=False)
+        boxes = (config.num_classes - 1) * config.box_size
+        self.regress = _mlp([size, config.head, config.head, boxes], last_activation=False)
 
     def forward(self, points: Tensor, graph: PointGraph) -> tuple[Tensor, Tensor]:
         x = graph.vertices[:, :3]
@@ -79,7 +106,8 @@ class PointGNN(nn.Module):
             def message(s: Tensor, index: Tensor, attr: Tensor | None, offset=offset, edge=edge) -> Tensor:
                 senders, receivers = index
                 registered = x[senders] - x[receivers] + offset(s)[receivers]
-                return edge(torch.cat([registered, s[senders]], -1))
+                return edge(registered, s, senders)
 
             state = propagate_rounds(update, state, graph.edge_index, 1, message=message, aggregate=max_aggregate)
-        return self.classify(state), self.regress(state)
+        boxes = self.regress(state).view(state.shape[0], self.config.num_classes - 1, self.config.box_size)
+        return self.classify(state), boxes
