@@ -7,7 +7,7 @@ import logging
 import sys
 
 from . import __version__
-from .tasks import molprop, palindrome, sentiment, simulate
+from .tasks import charlm, detect, memory_tasks, molprop, palindrome, sentiment, simulate
 
 __all__ = ["main", "build_parser"]
 
@@ -21,6 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
     molprop.register(subparsers)
     sentiment.register(subparsers)
     simulate.register(subparsers)
+    detect.register(subparsers)
+    memory_tasks.register(subparsers)
+    charlm.register(subparsers)
     return parser
 
 
