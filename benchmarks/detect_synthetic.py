@@ -35,14 +35,16 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-seconds", type=float)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--workers", type=int, default=1, help="processes generating scenes and building graphs")
+    parser.add_argument("--tag", default="run", help="names the run's folders under --work")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "detect_synthetic.json")
     args = parser.parse_args()
     started = time.perf_counter()
     train_data, test_data = args.work / "train", args.work / "test"
     if not (train_data / "training" / "velodyne").is_dir():
-        generate_scenes(train_data, args.train_scenes, seed=0)
+        generate_scenes(train_data, args.train_scenes, seed=0, workers=args.workers)
     if not (test_data / "training" / "velodyne").is_dir():
-        generate_scenes(test_data, args.test_scenes, seed=1)
+        generate_scenes(test_data, args.test_scenes, seed=1, workers=args.workers)
     config = DetectConfig(
         state_size=args.state_size,
         encoder=(32, args.state_size),
@@ -50,11 +52,20 @@ def main() -> None:
         batch_size=args.batch_size,
         max_seconds=args.max_seconds,
         device=args.device,
+        workers=args.workers,
     )
-    trained = train(config, train_data, args.work / "run")
+    run = args.work / args.tag
+    trained = train(config, train_data, run)
     results = {}
     for merge in ("merge", "nms"):
-        metrics = evaluate(args.work / "run", test_data, args.work / f"eval-{merge}", merge=merge, device=args.device)
+        metrics = evaluate(
+            run,
+            test_data,
+            args.work / f"{args.tag}-eval-{merge}",
+            merge=merge,
+            device=args.device,
+            workers=args.workers,
+        )
         results[merge] = metrics
         print(f"\n{merge}: AP|R40 on {metrics['frames']} held-out scenes")
         print(format_table(metrics["ap_r40"]))

@@ -45,6 +45,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--frames", type=int, default=6, help="the first N of the six frames")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -54,7 +55,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = PointGNN().to(device).eval()
     rows = []
-    for frame in range(6):
+    for frame in range(args.frames):
         scan, calibration, _ = load_frame(frame, root)
         for view, points in (("camera", scan[in_camera_view(scan, calibration)]), ("full", scan)):
             points = points.to(device)

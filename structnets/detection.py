@@ -340,13 +340,17 @@ def evaluate_detections(
                 all_scores, all_positive, total = [], [], 0
                 for truth, detected, truth_boxes, detected_boxes in prepared:
                     counted = torch.tensor([_counts_for(t, name, difficulty) for t in truth], dtype=torch.bool)
-                    relevant = torch.tensor([t.type == name or t.type in _NEIGHBOURS[name] for t in truth])
+                    relevant = torch.tensor(
+                        [t.type == name or t.type in _NEIGHBOURS[name] for t in truth], dtype=torch.bool
+                    )
                     ours = [k for k, d in enumerate(detected) if d.type == name]
                     total += int(counted.sum())
                     if not ours:
                         continue
                     scores = torch.tensor([detected[k].score for k in ours], dtype=torch.float64)
-                    small = torch.tensor([detected[k].bbox[3] - detected[k].bbox[1] < min_height for k in ours])
+                    small = torch.tensor(
+                        [detected[k].bbox[3] - detected[k].bbox[1] < min_height for k in ours], dtype=torch.bool
+                    )
                     overlap = iou(detected_boxes[ours], truth_boxes) if len(truth) else torch.zeros(len(ours), 0)
                     matched = torch.zeros(len(truth), dtype=torch.bool)
                     for d in torch.argsort(scores, descending=True).tolist():

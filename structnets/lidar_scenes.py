@@ -112,6 +112,58 @@ def cast_rays(directions: Tensor, boxes: Tensor, max_range: float = 70.0) -> tup
     return distance.masked_fill(beyond, math.inf), hit.masked_fill(beyond, -2)
 
 
+_CALIBRATION = Calibration(
+    P2=torch.from_numpy(_P2),
+    R0_rect=torch.eye(3, dtype=torch.float64),
+    Tr_velo_to_cam=torch.from_numpy(_TR_VELO_TO_CAM),
+)
+
+
+def _calibration_text() -> str:
+    return (
+        "\n".join(
+            [f"P{k}: " + " ".join(f"{v:.12e}" for v in _P2.ravel()) for k in range(4)]
+            + ["R0_rect: " + " ".join(f"{v:.12e}" for v in np.eye(3).ravel())]
+            + ["Tr_velo_to_cam: " + " ".join(f"{v:.12e}" for v in _TR_VELO_TO_CAM.ravel())]
+            + ["Tr_imu_to_velo: " + " ".join(f"{v:.12e}" for v in np.eye(3, 4).ravel())]
+        )
+        + "\n"
+    )
+
+
+def _write_scene(
+    folder: Path, frame: int, seed: int, ranges: dict, azimuths: int, field_of_view: float, noise: float, dropout: float
+) -> None:
+    # Each scene draws from its own stream (seed, frame): the same scene whichever process writes it.
+    rng = np.random.default_rng([seed, frame])
+    counts = {name: int(rng.integers(low, high + 1)) for name, (low, high) in ranges.items()}
+    boxes, names = random_boxes(rng, counts)
+    directions = _rays(azimuths, field_of_view)
+    distance, hit = cast_rays(directions, boxes)
+    keep = (hit > -2) & torch.from_numpy(rng.random(len(hit)) >= dropout)
+    ranged = distance[keep] + torch.from_numpy(rng.normal(0, noise, int(keep.sum())))
+    xyz = directions[keep] * ranged.unsqueeze(1)
+    reflectance = torch.where(hit[keep] >= 0, 0.5, 0.2) + torch.from_numpy(rng.uniform(-0.1, 0.1, int(keep.sum())))
+    points = torch.cat([xyz, reflectance.unsqueeze(1)], 1).float().numpy()
+    name = f"{frame:06d}"
+    points.astype("<f4").tofile(folder / "velodyne" / f"{name}.bin")
+    # Returns per object: none, and it is left out of the labels (KITTI labels what the
+    # sensors saw); a few, and it counts as occluded (2: largely, 1: partly).
+    hits = torch.bincount(hit[keep & (hit >= 0)], minlength=len(names)).tolist()
+    seen = [k for k, (n, count) in enumerate(zip(names, hits)) if count > 0 and n in CLASS_SIZES]
+    occlusion = [0 if hits[k] >= 20 else 1 if hits[k] >= 5 else 2 for k in seen]
+    labels = labels_from_boxes([names[k] for k in seen], boxes[seen], _CALIBRATION, occluded=occlusion)
+    write_labels(folder / "label_2" / f"{name}.txt", labels)
+    (folder / "calib" / f"{name}.txt").write_text(_calibration_text())
+
+
+def _write_scenes(args: tuple) -> None:
+    torch.set_num_threads(1)
+    folder, frames, *rest = args
+    for frame in frames:
+        _write_scene(folder, frame, *rest)
+
+
 def generate_scenes(
     out_dir: str | Path,
     count: int,
@@ -123,48 +175,35 @@ def generate_scenes(
     field_of_view: float = math.radians(90),
     noise: float = 0.02,
     dropout: float = 0.1,
+    workers: int = 1,
 ) -> Path:
-    """Writes ``count`` scenes under ``out_dir/training``; returns that folder.
+    """Writes ``count`` scenes under ``out_dir/training``, in ``workers`` processes;
+    returns that folder.
 
     ``objects`` gives each class's (min, max) count per scene (default: cars 2-8,
     pedestrians 0-4, cyclists 0-3); ``clutter`` the same for the unlabelled distractors
     (default: walls 0-2, poles 0-4, bushes 0-4; ``{}`` for none).
     """
-    rng = np.random.default_rng(seed)
+    if count < 1:
+        raise ValueError(f"count must be at least 1, got {count}")
     ranges = objects or {"Car": (2, 8), "Pedestrian": (0, 4), "Cyclist": (0, 3)}
     ranges = {**ranges, **(clutter if clutter is not None else {"wall": (0, 2), "pole": (0, 4), "bush": (0, 4)})}
+    unknown = [name for name in ranges if name not in CLASS_SIZES and name not in CLUTTER_SIZES]
+    if unknown:
+        raise ValueError(f"no sizes for {', '.join(unknown)}; known: {', '.join([*CLASS_SIZES, *CLUTTER_SIZES])}")
     folder = Path(out_dir) / "training"
     for sub in ("velodyne", "label_2", "calib"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
-    directions = _rays(azimuths, field_of_view)
-    calibration = Calibration(
-        P2=torch.from_numpy(_P2),
-        R0_rect=torch.eye(3, dtype=torch.float64),
-        Tr_velo_to_cam=torch.from_numpy(_TR_VELO_TO_CAM),
-    )
-    calib = "\n".join(
-        [f"P{k}: " + " ".join(f"{v:.12e}" for v in _P2.ravel()) for k in range(4)]
-        + ["R0_rect: " + " ".join(f"{v:.12e}" for v in np.eye(3).ravel())]
-        + ["Tr_velo_to_cam: " + " ".join(f"{v:.12e}" for v in _TR_VELO_TO_CAM.ravel())]
-        + ["Tr_imu_to_velo: " + " ".join(f"{v:.12e}" for v in np.eye(3, 4).ravel())]
-    )
-    for frame in range(count):
-        counts = {name: int(rng.integers(low, high + 1)) for name, (low, high) in ranges.items()}
-        boxes, names = random_boxes(rng, counts)
-        distance, hit = cast_rays(directions, boxes)
-        keep = (hit > -2) & torch.from_numpy(rng.random(len(hit)) >= dropout)
-        ranged = distance[keep] + torch.from_numpy(rng.normal(0, noise, int(keep.sum())))
-        xyz = directions[keep] * ranged.unsqueeze(1)
-        reflectance = torch.where(hit[keep] >= 0, 0.5, 0.2) + torch.from_numpy(rng.uniform(-0.1, 0.1, int(keep.sum())))
-        points = torch.cat([xyz, reflectance.unsqueeze(1)], 1).float().numpy()
-        name = f"{frame:06d}"
-        points.astype("<f4").tofile(folder / "velodyne" / f"{name}.bin")
-        # Returns per object: none, and it is left out of the labels (KITTI labels what the
-        # sensors saw); a few, and it counts as occluded (2: largely, 1: partly).
-        hits = torch.bincount(hit[keep & (hit >= 0)], minlength=len(names)).tolist()
-        seen = [k for k, (n, count) in enumerate(zip(names, hits)) if count > 0 and n in CLASS_SIZES]
-        occlusion = [0 if hits[k] >= 20 else 1 if hits[k] >= 5 else 2 for k in seen]
-        labels = labels_from_boxes([names[k] for k in seen], boxes[seen], calibration, occluded=occlusion)
-        write_labels(folder / "label_2" / f"{name}.txt", labels)
-        (folder / "calib" / f"{name}.txt").write_text(calib + "\n")
+    rest = (seed, ranges, azimuths, field_of_view, noise, dropout)
+    if workers > 1 and count > 1:
+        import concurrent.futures
+        import multiprocessing
+
+        chunks = [(folder, list(range(start, count, workers)), *rest) for start in range(workers)]
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+            list(pool.map(_write_scenes, chunks))
+    else:
+        for frame in range(count):
+            _write_scene(folder, frame, *rest)
     return folder

@@ -37,7 +37,12 @@ def test_generated_scenes_load_as_kitti_and_labels_match_the_points(tmp_path):
             )
             assert int(inside.sum()) > 0, obj  # every labelled object was seen
     again = tmp_path / "again"
-    generate_scenes(again, 1, seed=1)
+    generate_scenes(again, 2, seed=1, workers=2)  # each scene has its own random stream
     assert (again / "training" / "velodyne" / "000000.bin").read_bytes() == (
         tmp_path / "training" / "velodyne" / "000000.bin"
     ).read_bytes()
+    assert (again / "training" / "label_2" / "000001.txt").read_text() == (
+        tmp_path / "training" / "label_2" / "000001.txt"
+    ).read_text()
+    with pytest.raises(ValueError, match="no sizes for truck"):
+        generate_scenes(tmp_path, 1, objects={"truck": (1, 1)})

@@ -50,7 +50,20 @@ from ..models.pointgnn import PointGNN, PointGNNConfig
 from ..pointgraph import PointGraph, build_point_graph
 from ..training import clip_gradients, load_checkpoint, save_checkpoint
 
-__all__ = ["DetectConfig", "Frame", "load_frames", "train", "detect", "evaluate", "predict", "draw_bev", "register"]
+__all__ = [
+    "DetectConfig",
+    "Frame",
+    "load_frames",
+    "train",
+    "load_model",
+    "detect",
+    "to_labels",
+    "evaluate",
+    "predict",
+    "draw_bev",
+    "format_table",
+    "register",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,6 +221,15 @@ def _validation_loss(model: PointGNN, frames: list[Frame], config: DetectConfig,
     return total / len(frames)
 
 
+def _learning_rate(config: DetectConfig, done: float, seconds: float) -> float:
+    """A short linear warm-up, then cosine decay to zero over the run: over the steps, or
+    over ``max_seconds`` when the clock would end the run first."""
+    if config.max_seconds is not None:
+        done = max(done, seconds / config.max_seconds)
+    done = min(done, 1.0)
+    return config.lr * min(1.0, done / 0.05 + 0.01) * 0.5 * (1 + math.cos(math.pi * done))
+
+
 def train(config: DetectConfig, data: Path, out_dir: Path, progress: bool = True) -> dict[str, Any]:
     """Trains on the frames of ``data``; the last tenth is held out and picks the best epoch."""
     torch.manual_seed(config.seed)
@@ -219,11 +241,9 @@ def train(config: DetectConfig, data: Path, out_dir: Path, progress: bool = True
     train_frames, valid_frames = frames[:-held], frames[-held:]
     coder = BoxCoder(config.classes)
     model = PointGNN(_model_config(config)).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
-    steps_per_epoch = math.ceil(len(train_frames) / config.batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.1
-    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=_learning_rate(config, 0.0, 0.0), weight_decay=1e-4)
+    total_steps = config.epochs * math.ceil(len(train_frames) / config.batch_size)
+    step = 0
     generator = torch.Generator().manual_seed(config.seed)
     history, best, started = [], math.inf, time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -232,6 +252,7 @@ def train(config: DetectConfig, data: Path, out_dir: Path, progress: bool = True
         order = torch.randperm(len(train_frames), generator=generator).tolist()
         flips = torch.rand(len(train_frames), generator=generator) < 0.5
         running = {"loss": 0.0, "classification": 0.0, "regression": 0.0}
+        seen = 0
         for k in range(0, len(order), config.batch_size):
             chunk = [
                 _mirror(train_frames[i]) if flips[i] else train_frames[i] for i in order[k : k + config.batch_size]
@@ -244,12 +265,17 @@ def train(config: DetectConfig, data: Path, out_dir: Path, progress: bool = True
             loss.backward()
             clip_gradients(model, 10.0)
             optimizer.step()
-            schedule.step()
+            step += 1
+            for group in optimizer.param_groups:
+                group["lr"] = _learning_rate(config, step / total_steps, time.perf_counter() - started)
+            seen += len(chunk)
             running["loss"] += loss.item() * len(chunk)
             for key, value in parts.items():
                 running[key] += value * len(chunk)
+            if config.max_seconds is not None and time.perf_counter() - started > config.max_seconds:
+                break
         valid = _validation_loss(model, valid_frames, config, device)
-        entry = {"epoch": epoch, **{k: v / len(train_frames) for k, v in running.items()}, "valid_loss": valid}
+        entry = {"epoch": epoch, **{k: v / seen for k, v in running.items()}, "valid_loss": valid}
         entry["seconds"] = time.perf_counter() - started
         history.append(entry)
         bar.set_postfix(loss=f"{entry['loss']:.3f}", valid=f"{valid:.3f}")
@@ -257,7 +283,7 @@ def train(config: DetectConfig, data: Path, out_dir: Path, progress: bool = True
             best = valid
             save_checkpoint(out_dir / "model.pt", model, dataclasses.asdict(config), epoch=epoch)
         if config.max_seconds is not None and entry["seconds"] > config.max_seconds:
-            break
+            break  # the learning rate has reached zero
     metrics = {
         "epochs": len(history),
         "seconds": time.perf_counter() - started,
@@ -340,8 +366,8 @@ def to_labels(detections: Detections, calibration: Calibration) -> list[KittiObj
 
 
 def draw_bev(frame: Frame, detections: Detections | None, path: Path, title: str = "") -> None:
-    """Bird's-eye view: the points coloured by height, true boxes in green, detections in
-    red with their scores."""
+    """Bird's-eye view: the road in grey, other points coloured by height, true boxes in
+    green, detections in red with their class initial and score."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -351,7 +377,10 @@ def draw_bev(frame: Frame, detections: Detections | None, path: Path, title: str
 
     fig, ax = plt.subplots(figsize=(7, 7))
     p = frame.points
-    ax.scatter(p[:, 1], p[:, 0], s=0.2, c=p[:, 2], cmap="viridis", vmin=-2.0, vmax=1.0)
+    ground = p[:, 2] < p[:, 2].quantile(0.5) + 0.15  # about the lowest half: the road
+    ax.scatter(p[ground, 1], p[ground, 0], s=0.1, c="0.8")
+    above = p[~ground]
+    ax.scatter(above[:, 1], above[:, 0], s=0.5, c=above[:, 2], cmap="viridis")
 
     def outline(boxes: torch.Tensor, colour: str, labels: list[str] | None = None) -> None:
         for k, corners in enumerate(box_corners_bev(boxes.double())):
@@ -461,6 +490,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     gen.add_argument("--out", required=True, type=Path)
     gen.add_argument("--scenes", type=int, default=500)
     gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--workers", type=int, default=1, help="processes writing scenes")
     gen.set_defaults(func=_generate_cli)
     tr = actions.add_parser("train", help="train Point-GNN on DATA/training (the last tenth held out)")
     tr.add_argument("--data", required=True, type=Path)
@@ -503,7 +533,7 @@ def _generate_cli(args: argparse.Namespace) -> int:
 
     if args.scenes < 1:
         raise ValueError(f"--scenes must be at least 1, got {args.scenes}")
-    folder = generate_scenes(args.out, args.scenes, seed=args.seed)
+    folder = generate_scenes(args.out, args.scenes, seed=args.seed, workers=args.workers)
     print(f"wrote {args.scenes} scenes under {folder}")
     return 0
 
