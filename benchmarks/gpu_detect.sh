@@ -16,7 +16,8 @@ set -u
 OUT=${OUT:-runs/gpu-detect}
 BUDGET=${BUDGET:-240}
 SMOKE=${SMOKE:-0}
-if [ "$SMOKE" = 1 ]; then DEVICE=cpu; TRAIN=16; TEST=4; BUDGET=10; FRAMES="--frames 1"; else DEVICE=cuda; TRAIN=3000; TEST=200; FRAMES=""; fi
+if [ "$SMOKE" = 1 ]; then DEVICE=cpu; TRAIN=16; TEST=4; BUDGET=10; FRAMES="--frames 1"; else DEVICE=cuda; TRAIN=${TRAIN:-3000}; TEST=200; FRAMES=""; fi
+SIZES=${SIZES:-64 128}
 mkdir -p "$OUT"
 if [ "$SMOKE" = 1 ]; then
   export PYTHONPATH=$PWD
@@ -36,11 +37,11 @@ from structnets.lidar_scenes import generate_scenes
 generate_scenes('/tmp/detect/train', $TRAIN, seed=0, workers=16)
 generate_scenes('/tmp/detect/test', $TEST, seed=1, workers=16)
 "
-for size in 64 128; do
+for size in $SIZES; do
   timeout $((BUDGET + 200)) $PY detect_synthetic.py --work /tmp/detect --tag "s$size" --state-size "$size" \
     --batch-size 8 --epochs 40 --max-seconds "$BUDGET" --device $DEVICE --workers 8 \
     --out "$OUT/detect_synthetic_cuda_s$size.json" > "$OUT/detect_s$size.log" 2>&1 &
 done
 wait
-for size in 64 128; do cp "/tmp/detect/s$size/loss.png" "$OUT/loss_s$size.png"; cp "/tmp/detect/s$size/train_metrics.json" "$OUT/train_metrics_s$size.json"; cp "/tmp/detect/s$size-eval-merge/bev.png" "$OUT/bev_s$size.png"; done
+for size in $SIZES; do cp "/tmp/detect/s$size/loss.png" "$OUT/loss_s$size.png"; cp "/tmp/detect/s$size/train_metrics.json" "$OUT/train_metrics_s$size.json"; cp "/tmp/detect/s$size-eval-merge/bev.png" "$OUT/bev_s$size.png"; done
 grep -v "graphs:\|detect:" "$OUT"/detect_s*.log | tail -60

@@ -50,7 +50,7 @@ def test_a_small_model_fits_one_scene(scenes):
     labels, codes = _targets(frames, BoxCoder(), torch.device("cpu"))
     assert (labels > 0).sum() >= 5
     losses = []
-    for _ in range(40):
+    for _ in range(60):
         logits, boxes = model(points, graph)
         loss, _ = detection_loss(logits, boxes, labels, codes)
         optimizer.zero_grad()
@@ -59,7 +59,9 @@ def test_a_small_model_fits_one_scene(scenes):
         losses.append(loss.item())
     assert losses[-1] < 0.3 * losses[0]
     counted = labels >= 0
-    assert (logits.argmax(1)[counted] == labels[counted]).float().mean() > 0.9
+    right = logits.argmax(1)[counted] == labels[counted]
+    background = (labels[counted] == 0).float().mean()
+    assert right.float().mean() > 0.9 and right.float().mean() > background  # beats calling it all background
 
 
 def test_generate_train_evaluate_predict(tmp_path, capsys):

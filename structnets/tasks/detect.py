@@ -149,7 +149,10 @@ def load_frames(
         import multiprocessing
 
         context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        # One torch thread per worker: the workers are the parallelism.
+        with concurrent.futures.ProcessPoolExecutor(
+            workers, mp_context=context, initializer=torch.set_num_threads, initargs=(1,)
+        ) as pool:
             for read in pool.map(
                 _read_frame, [root] * len(names), names, [split] * len(names), [config] * len(names), chunksize=8
             ):
