@@ -23,22 +23,12 @@ import shutil
 from pathlib import Path
 
 import torch
+from core_speed import _cpu_name  # noqa: E402  (benchmarks run as scripts from this folder)
 
 from structnets.tasks.charlm import CharLMConfig, run
 
 HERE = Path(__file__).resolve().parent
 REFERENCE_NATS = (1.4, 1.5)
-
-
-def _processor() -> str:
-    """The CPU's model name (``platform.processor()`` is empty on Linux)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -94,7 +84,7 @@ def main() -> None:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "device": args.device,
-        "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else _processor(),
+        "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else _cpu_name(),
         "machine": platform.machine(),
     }
     result = {

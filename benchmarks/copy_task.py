@@ -22,22 +22,12 @@ import shutil
 from pathlib import Path
 
 import torch
+from core_speed import _cpu_name  # noqa: E402  (benchmarks run as scripts from this folder)
 
 from structnets.models.memory import Addressing
 from structnets.tasks.memory_tasks import MemoryTaskConfig, Task, run
 
 HERE = Path(__file__).resolve().parent
-
-
-def _processor() -> str:
-    """The CPU's model name (``platform.processor()`` is empty on Linux)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -79,7 +69,7 @@ def main() -> None:
         "torch": torch.__version__,
         "threads": config.num_threads,
         "device": args.device,
-        "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else _processor(),
+        "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else _cpu_name(),
         "machine": platform.machine(),
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)

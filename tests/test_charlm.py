@@ -26,14 +26,7 @@ from structnets.tasks.charlm import (
 SMALL = CharLMConfig(hidden_size=24, num_layers=2, embedding_size=8, batch_size=4, bptt=16)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are small: one intra-op thread is fastest, and on a busy two-core
-    machine two threads per operation were 20x slower (threads waiting on each other)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_tiny_shakespeare_loads_from_the_data_directory(data_dir):

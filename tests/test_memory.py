@@ -36,14 +36,7 @@ from structnets.tasks.memory_tasks import (
 DOUBLE = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are small: one intra-op thread is fastest, and on a busy two-core
-    machine two threads per operation were 20x slower (threads waiting on each other)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_content_weighting_is_a_softmax_of_scaled_cosine_similarities():
