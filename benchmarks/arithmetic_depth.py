@@ -15,7 +15,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from structnets.tasks.arithmetic import ArithmeticConfig, train
+from structnets.text.arithmetic import ArithmeticConfig, train
 
 
 def main() -> None:

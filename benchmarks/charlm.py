@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from core_speed import _cpu_name  # noqa: E402  (benchmarks run as scripts from this folder)
 
-from structnets.tasks.charlm import CharLMConfig, run
+from structnets.text.charlm import CharLMConfig, run
 
 HERE = Path(__file__).resolve().parent
 REFERENCE_NATS = (1.4, 1.5)

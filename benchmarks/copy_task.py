@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 from core_speed import _cpu_name  # noqa: E402  (benchmarks run as scripts from this folder)
 
-from structnets.models.memory import Addressing
-from structnets.tasks.memory_tasks import MemoryTaskConfig, Task, run
+from structnets.models.memory_network import Addressing
+from structnets.sequences.copy_recall import MemoryTaskConfig, Task, run
 
 HERE = Path(__file__).resolve().parent
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 import structnets as sn
-from structnets.cells import Incoming
+from structnets.core.cells import Incoming
 
 
 def _cpu_name() -> str:

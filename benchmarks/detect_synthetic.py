@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 from core_speed import _cpu_name  # noqa: E402  (benchmarks run as scripts from this folder)
 
-from structnets.lidar_scenes import generate_scenes
-from structnets.tasks.detect import DetectConfig, evaluate, format_table, train
+from structnets.lidar.detect import DetectConfig, evaluate, format_table, train
+from structnets.lidar.scenes import generate_scenes
 
 
 def main() -> None:

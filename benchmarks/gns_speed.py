@@ -21,7 +21,7 @@ from core_speed import _cpu_name  # noqa: E402  (benchmarks run as scripts from 
 from torch.nn import functional as F
 
 from structnets.models.gns import GNSConfig, LearnedSimulator
-from structnets.particles import SimulationMetadata
+from structnets.physics.particles import SimulationMetadata
 
 
 def main() -> None:

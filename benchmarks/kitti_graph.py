@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 from core_speed import _cpu_name  # noqa: E402  (benchmarks run as scripts from this folder)
 
-from structnets.data import data_dir
-from structnets.kitti import in_camera_view, load_frame
+from structnets.graphs.pointgraph import build_point_graph
+from structnets.lidar.kitti import in_camera_view, load_frame
 from structnets.models import PointGNN
-from structnets.pointgraph import build_point_graph
+from structnets.train.data import data_dir
 
 
 def _timed(fn, device: torch.device, repeats: int = 3):

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from structnets.chem import random_split
-from structnets.data import data_dir
+from structnets.train.data import data_dir
 
 DATASETS = {
     "esol": ("esol/delaney-processed.csv", "smiles", "measured log solubility in mols per litre"),

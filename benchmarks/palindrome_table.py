@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from structnets.tasks.palindrome import SUMMARY_LENGTHS, PalindromeConfig, run
+from structnets.sequences.palindrome import SUMMARY_LENGTHS, PalindromeConfig, run
 
 HERE = Path(__file__).resolve().parent
 CONFIGS = [(cell, bidirectional) for cell in ("elman", "gru", "lstm") for bidirectional in (False, True)]

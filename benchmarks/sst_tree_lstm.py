@@ -29,8 +29,8 @@ from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_sequence
 
 import structnets as sn
-from structnets.tasks.sentiment import SentimentConfig, TreeSentiment, load_sst, train
-from structnets.trees import Vocabulary, batch_trees
+from structnets.graphs.trees import Vocabulary, batch_trees
+from structnets.text.sentiment import SentimentConfig, TreeSentiment, load_sst, train
 
 TAI_FINE, TAI_BINARY = 0.510, 0.880
 DGL_SECONDS_PER_EPOCH_V100 = 3.18

@@ -12,7 +12,7 @@ deeper programs. About a minute and a half on 2 CPU cores.
 import argparse
 from pathlib import Path
 
-from structnets.tasks.arithmetic import ArithmeticConfig, expression_tree, random_expression, train
+from structnets.text.arithmetic import ArithmeticConfig, expression_tree, random_expression, train
 
 
 def main() -> None:

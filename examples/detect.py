@@ -14,9 +14,7 @@ Everything lands in ``runs/detect-example``.
 import argparse
 from pathlib import Path
 
-from structnets.data import data_dir
-from structnets.lidar_scenes import generate_scenes
-from structnets.tasks.detect import (
+from structnets.lidar.detect import (
     DetectConfig,
     detect,
     draw_bev,
@@ -26,6 +24,8 @@ from structnets.tasks.detect import (
     load_model,
     train,
 )
+from structnets.lidar.scenes import generate_scenes
+from structnets.train.data import data_dir
 
 
 def main() -> None:

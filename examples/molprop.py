@@ -21,7 +21,7 @@ import logging
 from pathlib import Path
 
 from structnets.chem import CHEMICAL_ACCURACY
-from structnets.tasks.molprop import MolpropConfig, predict, train
+from structnets.chem.molprop import MolpropConfig, predict, train
 
 HERE = Path(__file__).parent
 

@@ -15,7 +15,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from structnets.tasks.palindrome import CELLS, PalindromeConfig, format_summary, load_model, run
+from structnets.sequences.palindrome import CELLS, PalindromeConfig, format_summary, load_model, run
 
 
 def main() -> None:

@@ -6,8 +6,8 @@ and schedules (:mod:`structnets.schedules`), tied together by one loop,
 :func:`structnets.propagate`.
 """
 
-from . import cells, schedules
-from .cells import (
+from .core import cells, schedules
+from .core.cells import (
     ChildSumTreeGRUCell,
     ChildSumTreeLSTMCell,
     ElmanCell,
@@ -16,11 +16,11 @@ from .cells import (
     NaryTreeLSTMCell,
     Nonlinearity,
 )
-from .neighbors import knn_graph, radius_graph
-from .propagate import propagate, propagate_levels, propagate_rounds
-from .rnn import RNN
-from .schedules import CycleError, Synchronous, Topological, topological_levels
-from .structure import chains
+from .core.propagate import propagate, propagate_levels, propagate_rounds
+from .core.rnn import RNN
+from .core.schedules import CycleError, Synchronous, Topological, topological_levels
+from .graphs.chains import chains
+from .graphs.neighbors import knn_graph, radius_graph
 
 __version__ = "0.1.0"
 

@@ -7,7 +7,12 @@ import logging
 import sys
 
 from . import __version__
-from .tasks import charlm, detect, memory_tasks, molprop, palindrome, sentiment, simulate
+from .chem import molprop
+from .lidar import detect
+from .physics import simulate
+from .sequences import copy_recall as memory_tasks
+from .sequences import palindrome
+from .text import charlm, sentiment
 
 __all__ = ["main", "build_parser"]
 

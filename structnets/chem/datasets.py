@@ -32,8 +32,8 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
-from ..data import dataset_path
-from ..training import check_finite
+from ..train.checkpoint import check_finite
+from ..train.data import dataset_path
 from .featurize import (
     FeaturizerConfig,
     MoleculeError,

@@ -2,6 +2,6 @@
 
 from .mpnn import MPNN, EdgeNetwork, MPNNConfig, Set2Set
 from .pointgnn import PointGNN, PointGNNConfig
-from .tree import TreeClassifier
+from .tree_lstm import TreeClassifier
 
 __all__ = ["MPNN", "MPNNConfig", "EdgeNetwork", "Set2Set", "TreeClassifier", "PointGNN", "PointGNNConfig"]

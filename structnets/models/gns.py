@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..neighbors import radius_graph
-from ..particles import SimulationMetadata
-from ..propagate import propagate_rounds
+from ..core.propagate import propagate_rounds
+from ..graphs.neighbors import radius_graph
+from ..physics.particles import SimulationMetadata
 
 __all__ = ["GNSConfig", "LearnedSimulator", "mlp"]
 

@@ -26,8 +26,8 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.utils import scatter, softmax
 
-from ..cells import GRUCell, LSTMCell
-from ..propagate import propagate_rounds, sum_aggregate
+from ..core.cells import GRUCell, LSTMCell
+from ..core.propagate import propagate_rounds, sum_aggregate
 
 __all__ = ["MPNNConfig", "MPNN", "EdgeNetwork", "Set2Set"]
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from ..pointgraph import PointGraph, VertexEncoder
-from ..propagate import max_aggregate, propagate_rounds
+from ..core.propagate import max_aggregate, propagate_rounds
+from ..graphs.pointgraph import PointGraph, VertexEncoder
 
 __all__ = ["PointGNNConfig", "PointGNN"]
 

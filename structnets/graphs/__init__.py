@@ -1,0 +1,42 @@
+"""Structures and their builders: chains (packed sequences), trees (PTB brackets, tuples, networkx,
+Python source), neighbour graphs of point sets (radius, k nearest) and Point-GNN's point graphs."""
+
+from .chains import Chains, chains, forest_edges
+from .neighbors import NeighborCapWarning, knn_graph, radius_graph
+from .trees import (
+    ProgramGraph,
+    Tree,
+    TreeBatch,
+    TreeSyntaxError,
+    Vocabulary,
+    batch_trees,
+    dag_edges_from_networkx,
+    parse_ptb,
+    python_graph,
+    read_ptb,
+    tree_from_networkx,
+    tree_from_python,
+    tree_from_tuple,
+)
+
+__all__ = [
+    "Chains",
+    "chains",
+    "forest_edges",
+    "NeighborCapWarning",
+    "knn_graph",
+    "radius_graph",
+    "ProgramGraph",
+    "Tree",
+    "TreeBatch",
+    "TreeSyntaxError",
+    "Vocabulary",
+    "batch_trees",
+    "dag_edges_from_networkx",
+    "parse_ptb",
+    "python_graph",
+    "read_ptb",
+    "tree_from_networkx",
+    "tree_from_python",
+    "tree_from_tuple",
+]

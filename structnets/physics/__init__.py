@@ -1,0 +1,1 @@
+"""Particle systems: trajectory readers, the SPH ground truth, the learned simulator task and its CLI."""

@@ -1,0 +1,1 @@
+"""Sequence tasks: palindromes, and the copy and associative-recall tasks for memory networks."""

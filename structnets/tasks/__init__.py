@@ -1,1 +1,0 @@
-"""Benchmark tasks built on :class:`structnets.RNN`."""

@@ -1,0 +1,154 @@
+import functools
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.testing import assert_close
+
+from structnets import CycleError, GRUCell, Synchronous, Topological, propagate, topological_levels
+from structnets.core.propagate import propagate_rounds
+from structnets.core.schedules import compute_levels
+from structnets.graphs.chains import chains
+
+
+@st.composite
+def dags(draw, max_nodes=14):
+    """Random DAGs: edges only from a lower to a higher id under a random relabelling."""
+    n = draw(st.integers(0, max_nodes))
+    pairs = [(a, b) for a in range(n) for b in range(a + 1, n)]
+    chosen = draw(st.lists(st.sampled_from(pairs), unique=True, max_size=3 * n)) if pairs else []
+    relabel = draw(st.permutations(range(n))) if n else []
+    edges = [(relabel[a], relabel[b]) for a, b in chosen]
+    edge_index = torch.tensor(edges, dtype=torch.long).t().reshape(2, -1)
+    return n, edge_index
+
+
+def _longest_paths(n, edge_index):
+    senders = {v: [] for v in range(n)}
+    for a, b in edge_index.t().tolist():
+        senders[b].append(a)
+
+    @functools.cache
+    def depth(v):
+        return 0 if not senders[v] else 1 + max(depth(u) for u in senders[v])
+
+    return [depth(v) for v in range(n)], senders
+
+
+@settings(max_examples=60, deadline=None)
+@given(dags())
+def test_levels_are_longest_paths(dag):
+    n, edge_index = dag
+    expected, _ = _longest_paths(n, edge_index)
+    assert compute_levels(edge_index, n).tolist() == expected
+    levels = topological_levels(edge_index, n)
+    assert sum(levels.sizes) == n
+    level = levels.level
+    if edge_index.numel():
+        assert bool((level[edge_index[0]] < level[edge_index[1]]).all())
+
+
+@settings(max_examples=40, deadline=None)
+@given(dags(), st.booleans())
+def test_level_loop_matches_recursive_evaluation(dag, reverse):
+    """A DAG-RNN (GRU cell, incoming states summed) against plain recursion, in float64."""
+    n, edge_index = dag
+    cell = GRUCell(3, 4).double()
+    x = torch.randn(n, 3, dtype=torch.double)
+    out = propagate(cell, x, edge_index, Topological(reverse=reverse))
+    directed = edge_index.flip(0) if reverse else edge_index
+    _, senders = _longest_paths(n, directed)
+
+    @functools.cache
+    def state(v):
+        if not senders[v]:
+            return cell(x[v : v + 1])
+        return cell(x[v : v + 1], sum(state(u) for u in senders[v]))
+
+    expected = torch.cat([state(v) for v in range(n)]) if n else torch.zeros(0, 4, dtype=torch.double)
+    assert_close(out, expected, atol=1e-10, rtol=0)
+
+
+def test_cycle_is_named():
+    edge_index = torch.tensor([[0, 1, 2, 3, 4], [1, 2, 3, 1, 0]])
+    with pytest.raises(CycleError, match="cycle where a DAG is required") as info:
+        compute_levels(edge_index, 6)
+    assert sorted(info.value.cycle) == [1, 2, 3]
+    assert "1 -> 2 -> 3" in str(info.value) or "2 -> 3 -> 1" in str(info.value) or "3 -> 1 -> 2" in str(info.value)
+
+
+def test_self_loop_is_a_cycle():
+    with pytest.raises(CycleError):
+        propagate(GRUCell(2, 2), torch.randn(3, 2), torch.tensor([[0, 1], [1, 1]]), Topological())
+
+
+def test_bad_edge_index():
+    with pytest.raises(ValueError, match="num_nodes is 3"):
+        compute_levels(torch.tensor([[0], [5]]), 3)
+    with pytest.raises(ValueError, match=r"shape \[2, num_edges\]"):
+        compute_levels(torch.tensor([0, 1]), 3)
+
+
+def test_empty_graph_and_single_node():
+    cell = GRUCell(2, 3)
+    empty = propagate(cell, torch.zeros(0, 2), torch.zeros(2, 0, dtype=torch.long), Topological())
+    assert empty.shape == (0, 3)
+    x = torch.randn(1, 2)
+    single = propagate(cell, x, torch.zeros(2, 0, dtype=torch.long), Topological())
+    assert_close(single, cell(x))
+
+
+def test_levels_are_cached_with_the_edge_index():
+    edge_index = torch.tensor([[0, 1], [1, 2]])
+    first = topological_levels(edge_index, 3)
+    assert topological_levels(edge_index, 3) is first
+    assert topological_levels(edge_index, 3, reverse=True) is not first
+    edge_index[1, 1] = 0  # in place: 0 -> 1, 1 -> 0 is now a cycle
+    with pytest.raises(CycleError):
+        topological_levels(edge_index, 3)
+
+
+def test_chain_levels_need_no_gathers():
+    graph = chains((4, 3, 3, 1))
+    assert graph.forward.order is None
+    assert graph.forward.sizes == (4, 3, 3, 1)
+    for inputs in graph.forward.inputs[1:]:
+        assert inputs.one_to_one
+        assert all(rows is None for _, rows, _ in inputs.groups)
+    assert graph.backward.sizes == (4, 3, 3, 1)
+    for inputs in graph.backward.inputs[1:]:  # against the chains too, thanks to the tie-break
+        assert inputs.one_to_one
+        assert all(rows is None for _, rows, _ in inputs.groups)
+    assert graph.last.tolist() == [10, 8, 9, 3]
+
+
+def test_synchronous_rounds_match_dense_reference():
+    n = 6
+    edge_index = torch.tensor([[0, 1, 2, 3, 4, 5, 0], [1, 2, 0, 4, 5, 3, 3]])
+    adjacency = torch.zeros(n, n, dtype=torch.double)
+    adjacency[edge_index[1], edge_index[0]] = 1.0
+    cell = GRUCell(4, 4).double()
+    h = torch.randn(n, 4, dtype=torch.double)
+    out = propagate(cell, h, edge_index, Synchronous(rounds=3))
+    expected = h
+    for _ in range(3):
+        expected = cell(adjacency @ expected, expected)
+    assert_close(out, expected, atol=1e-10, rtol=0)
+
+
+def _difference(h, edge_index, edge_attr):
+    return torch.tanh(h[edge_index[0]] - h[edge_index[1]])
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.permutations(range(7)))
+def test_synchronous_rounds_are_permutation_equivariant(perm):
+    perm = torch.tensor(perm)
+    edge_index = torch.tensor([[0, 1, 2, 3, 4, 5, 6, 2], [1, 2, 3, 4, 5, 6, 0, 5]])
+    cell = GRUCell(3, 3).double()
+    h = torch.randn(7, 3, dtype=torch.double)
+    out = propagate_rounds(cell, h, edge_index, 2, message=_difference)
+    inverse = torch.argsort(perm)
+    out_perm = propagate_rounds(cell, h[perm], inverse[edge_index], 2, message=_difference)
+    assert_close(out_perm, out[perm], atol=1e-10, rtol=0)

@@ -1,0 +1,60 @@
+import pytest
+import torch
+
+from structnets.graphs.pointgraph import PointGraph, VertexEncoder, build_point_graph, voxel_downsample
+from structnets.lidar.kitti import load_frame
+
+
+def test_voxel_means_match_a_dictionary_and_ignore_point_order():
+    generator = torch.Generator().manual_seed(0)
+    points = torch.rand(500, 4, generator=generator, dtype=torch.float64) * 3
+    vertices = voxel_downsample(points, 1.0)
+    groups = {}
+    for p in points:
+        groups.setdefault(tuple(torch.floor(p[:3]).long().tolist()), []).append(p)
+    expected = torch.stack([torch.stack(groups[k]).mean(0) for k in sorted(groups)])
+    torch.testing.assert_close(vertices, expected)
+    shuffled = voxel_downsample(points[torch.randperm(500, generator=generator)], 1.0)
+    torch.testing.assert_close(shuffled, vertices)
+    with pytest.raises(ValueError, match="empty point cloud"):
+        voxel_downsample(torch.zeros(0, 4), 1.0)
+
+
+def test_graph_of_a_real_scan(data_dir):
+    points, _, _ = load_frame(0, data_dir / "kitti_sample")
+    points = points[points[:, 0] > 0][:20000]  # a slice ahead of the car, for speed
+    graph = build_point_graph(points, voxel_size=0.8, radius=4.0, feature_radius=1.0)
+    v = graph.vertices
+    assert 100 < v.shape[0] < points.shape[0]
+    s, t = graph.edge_index
+    assert ((v[s, :3] - v[t, :3]).norm(dim=1) <= 4.0 + 1e-5).all()
+    pairs = set(map(tuple, graph.edge_index.t().tolist()))
+    assert all((b, a) in pairs for a, b in list(pairs)[:500])  # both directions
+    # point -> vertex pairs against brute force on the first 300 points
+    d = torch.cdist(points[:300, :3].double(), v[:, :3].double())
+    expected = {(i, j) for i, j in (d <= 1.0).nonzero().tolist()}
+    got = {(i, j) for i, j in graph.point_index.t().tolist() if i < 300}
+    assert got == expected
+    states = VertexEncoder(state_size=16, hidden=(8,))(points, graph)
+    assert states.shape == (v.shape[0], 16) and torch.isfinite(states).all()
+
+
+def test_point_gnn_is_translation_invariant_and_uses_its_neighbours():
+    from structnets.models import PointGNN, PointGNNConfig
+
+    torch.manual_seed(0)
+    # float64 and a whole-voxel shift: every point falls in the shifted copy of its voxel.
+    points = torch.cat([torch.rand(400, 3, dtype=torch.float64) * 10, torch.rand(400, 1, dtype=torch.float64)], 1)
+    model = PointGNN(PointGNNConfig(state_size=16, layers=2, encoder=(8, 16))).double().eval()
+    graph = build_point_graph(points, voxel_size=1.0, radius=2.5, feature_radius=1.0)
+    logits, boxes = model(points, graph)
+    assert logits.shape == (graph.vertices.shape[0], 4) and boxes.shape == (graph.vertices.shape[0], 3, 8)
+    shifted = points + torch.tensor([100.0, -50.0, 3.0, 0.0], dtype=torch.float64)
+    moved = build_point_graph(shifted, voxel_size=1.0, radius=2.5, feature_radius=1.0)
+    assert torch.equal(moved.edge_index, graph.edge_index)
+    logits2, boxes2 = model(shifted, moved)
+    torch.testing.assert_close(logits2, logits)
+    torch.testing.assert_close(boxes2, boxes)
+    # Without edges the layers see only zeros from max aggregation: the output changes.
+    lonely = PointGraph(graph.vertices, torch.zeros(2, 0, dtype=torch.long), graph.point_index)
+    assert not torch.allclose(model(points, lonely)[0], logits)
