@@ -16,6 +16,7 @@ they are 2.0-2.2. Both units are printed.
 """
 
 import argparse
+import dataclasses
 import json
 import math
 import platform
@@ -25,7 +26,8 @@ from pathlib import Path
 import torch
 from core_speed import _cpu_name  # noqa: E402  (benchmarks run as scripts from this folder)
 
-from structnets.text.charlm import CharLMConfig, run
+from structnets.core.cells import ChainCell
+from structnets.text.charlm import CharLMTaskConfig, train
 
 HERE = Path(__file__).resolve().parent
 REFERENCE_NATS = (1.4, 1.5)
@@ -54,26 +56,34 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.num_threads)
 
-    config = CharLMConfig(
-        cell=args.cell,
+    engine = dataclasses.replace(
+        CharLMTaskConfig().train,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        steps=args.steps,
+        max_seconds=args.max_train_seconds,
+        eval_every=args.eval_every,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    config = CharLMTaskConfig(
+        cell=ChainCell(args.cell),
         hidden_size=args.hidden_size,
         num_layers=args.num_layers,
         dropout=args.dropout,
-        batch_size=args.batch_size,
         bptt=args.bptt,
-        lr=args.lr,
-        steps=args.steps,
-        max_train_seconds=args.max_train_seconds,
-        eval_every=args.eval_every,
-        device=args.device,
-        data_dir=args.data_dir,
+        data_dir=None if args.data_dir is None else Path(args.data_dir),
+        train=engine,
     )
-    metrics = run(config, args.out_dir, progress=not args.no_progress)
+    metrics = train(config, args.out_dir)
+    timing = json.loads((args.out_dir / "timing.json").read_text())
+    metrics["train_seconds"] = timing["train_seconds"]
     low, high = REFERENCE_NATS
     print(
         f"ours: {metrics['val_bpc']:.3f} bits per character ({metrics['val_nats_per_char']:.3f} nats) on the whole "
-        f"validation text, {metrics['train_steps']} steps, {metrics['train_epochs']:.2f} epochs, "
-        f"{metrics['train_seconds']:.0f} s on {args.device}"
+        f"validation text with the weights of step {metrics['best_step']} (the best estimate) of "
+        f"{metrics['train_steps']} steps, {metrics['train_epochs']:.2f} epochs, {metrics['train_seconds']:.0f} s "
+        f"on {args.device}"
     )
     print(
         f"reference: small char-RNN ~{low}-{high} nats per character "

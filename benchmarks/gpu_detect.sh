@@ -33,7 +33,7 @@ cd benchmarks
 timeout 150 $PY kitti_graph.py --data-dir /tmp/data --device $DEVICE $FRAMES --out "$OUT/kitti_graph_cuda.json" 2>&1 | tee "$OUT/kitti_graph.log"
 rm -rf /tmp/detect
 $PY -c "
-from structnets.lidar_scenes import generate_scenes
+from structnets.lidar.scenes import generate_scenes
 generate_scenes('/tmp/detect/train', $TRAIN, seed=0, workers=16)
 generate_scenes('/tmp/detect/test', $TEST, seed=1, workers=16)
 "
@@ -43,5 +43,5 @@ for size in $SIZES; do
     --out "$OUT/detect_synthetic_cuda_s$size.json" > "$OUT/detect_s$size.log" 2>&1 &
 done
 wait
-for size in $SIZES; do cp "/tmp/detect/s$size/loss.png" "$OUT/loss_s$size.png"; cp "/tmp/detect/s$size/train_metrics.json" "$OUT/train_metrics_s$size.json"; cp "/tmp/detect/s$size-eval-merge/bev.png" "$OUT/bev_s$size.png"; done
+for size in $SIZES; do cp "/tmp/detect/s$size/loss.png" "$OUT/loss_s$size.png"; cp "/tmp/detect/s$size/metrics.json" "$OUT/train_metrics_s$size.json"; cp "/tmp/detect/s$size-eval-merge/bev.png" "$OUT/bev_s$size.png"; done
 grep -v "graphs:\|detect:" "$OUT"/detect_s*.log | tail -60

@@ -10,6 +10,7 @@ deeper programs. About a minute and a half on 2 CPU cores.
 """
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from structnets.text.arithmetic import ArithmeticConfig, expression_tree, random_expression, train
@@ -19,6 +20,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-depth", type=int, default=3)
     parser.add_argument("--test-depth", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--train-examples", type=int, default=20000)
     parser.add_argument("--out", type=Path, default=Path("runs/arithmetic"))
     args = parser.parse_args()
 
@@ -29,7 +32,11 @@ def main() -> None:
     print(f"an example: {expression} = {eval(expression)}, mod 10 = {value}")  # noqa: S307 (our own digits and + - *)
     print(f"its tree: {len(tree)} nodes, tokens {tree.tokens}")
 
-    metrics = train(ArithmeticConfig(train_depth=args.train_depth, test_depth=args.test_depth), args.out)
+    config = ArithmeticConfig(
+        train_depth=args.train_depth, test_depth=args.test_depth, train_examples=args.train_examples
+    )
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=args.epochs))
+    metrics = train(config, args.out)
     for depth, accuracy in metrics["accuracy_by_depth"].items():
         marker = "  (trained)" if int(depth) <= args.train_depth else ""
         print(f"depth {depth}: {accuracy:.3f}{marker}")

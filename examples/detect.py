@@ -12,18 +12,13 @@ Everything lands in ``runs/detect-example``.
 """
 
 import argparse
+import dataclasses
 from pathlib import Path
 
-from structnets.lidar.detect import (
-    DetectConfig,
-    detect,
-    draw_bev,
-    evaluate,
-    format_table,
-    load_frames,
-    load_model,
-    train,
-)
+from structnets.lidar.detect import DetectConfig, detect, evaluate, load_detector, train
+from structnets.lidar.evaluation import format_table
+from structnets.lidar.frames import load_frames
+from structnets.lidar.plots import draw_bev, save_figure
 from structnets.lidar.scenes import generate_scenes
 from structnets.train.data import data_dir
 
@@ -37,15 +32,17 @@ def main() -> None:
 
     generate_scenes(args.out / "train", args.scenes, seed=0)
     generate_scenes(args.out / "test", max(args.scenes // 5, 10), seed=1)
-    train(DetectConfig(epochs=args.epochs), args.out / "train", args.out / "run")
+    config = DetectConfig()
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=args.epochs))
+    train(config, args.out / "train", args.out / "run")
     metrics = evaluate(args.out / "run", args.out / "test", args.out / "eval")
     print(format_table(metrics["ap_r40"]))
 
     # The real frames: a model trained on boxes on a plane meets trees, walls and kerbs.
-    model, config = load_model(args.out / "run")
-    for frame in load_frames(data_dir() / "kitti_sample", config)[:3]:
+    model, config = load_detector(args.out / "run")
+    for frame in load_frames(data_dir() / "kitti_sample", config.graph)[:3]:
         found = detect(model, frame, config)
-        draw_bev(frame, found, args.out / f"kitti_{frame.name}.png")
+        save_figure(args.out / f"kitti_{frame.name}.png", draw_bev(frame, found))
         print(f"KITTI frame {frame.name}: {len(found)} detections -> {args.out}/kitti_{frame.name}.png")
 
 

@@ -11,8 +11,8 @@ column for the rows that cannot be read.
     python examples/molprop.py --target u0 --target gap --sample 20000 --epochs 60
     python examples/molprop.py --subset                 # the 5,000-molecule subset of the data directory
 
-The output directory gets metrics.json, model.pt, predictions.csv, parity.png and
-new_predictions.csv.
+The output directory gets metrics.json, timing.json, model.pt, predictions.csv, parity.png
+and new_predictions.csv.
 """
 
 import argparse
@@ -21,7 +21,7 @@ import logging
 from pathlib import Path
 
 from structnets.chem import CHEMICAL_ACCURACY
-from structnets.chem.molprop import MolpropConfig, predict, train
+from structnets.chem.molprop import MolpropConfig, predict, train, training
 
 HERE = Path(__file__).parent
 
@@ -41,8 +41,7 @@ def main() -> None:
         dataset="qm9-subset" if args.subset else "qm9",
         sample=min(args.sample, 5000) if args.subset else args.sample,
         target_columns=tuple(args.target or ["gap"]),
-        epochs=args.epochs,
-        seed=0,
+        train=training(epochs=args.epochs, seed=0),
     )
     metrics = train(config, args.out)
     for name, values in metrics["test"].items():

@@ -11,7 +11,7 @@ per level, leaves first.
 import torch
 
 import structnets as sn
-from structnets.graphs.chains import forest_edges
+from structnets.core.chains import forest_edges
 
 
 def main() -> None:

@@ -16,10 +16,10 @@ from .core.cells import (
     NaryTreeLSTMCell,
     Nonlinearity,
 )
-from .core.propagate import propagate, propagate_levels, propagate_rounds
+from .core.chains import chains
+from .core.propagate import GraphState, propagate, propagate_levels, propagate_rounds
 from .core.rnn import RNN
 from .core.schedules import CycleError, Synchronous, Topological, topological_levels
-from .graphs.chains import chains
 from .graphs.neighbors import knn_graph, radius_graph
 
 __version__ = "0.1.0"
@@ -36,6 +36,7 @@ __all__ = [
     "NaryTreeLSTMCell",
     "Nonlinearity",
     "propagate",
+    "GraphState",
     "propagate_levels",
     "propagate_rounds",
     "CycleError",

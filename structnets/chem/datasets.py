@@ -32,8 +32,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
-from ..train.checkpoint import check_finite
-from ..train.data import dataset_path
+from ..train.data import check_finite, dataset_path
 from .featurize import (
     FeaturizerConfig,
     MoleculeError,

@@ -41,6 +41,7 @@ __all__ = [
     "ChildSumTreeLSTMCell",
     "ChildSumTreeGRUCell",
     "NaryTreeLSTMCell",
+    "ChainCell",
     "gated_update",
     "lstm_update",
 ]
@@ -448,3 +449,18 @@ class NaryTreeLSTMCell(RecurrentCell):
             buffer = state.new_zeros(n * self.num_children, hs)
             placed.append(buffer.index_copy(0, flat, state).view(n, self.num_children, hs))
         return self._gates(projected, placed[0], placed[1])
+
+
+class ChainCell(enum.Enum):
+    """The three sequence cells by name, for configs and the command line (``--cell lstm``).
+
+    ``ChainCell.LSTM.cls`` is the class; configs store the Enum, never a string to dispatch on.
+    """
+
+    ELMAN = "elman"
+    GRU = "gru"
+    LSTM = "lstm"
+
+    @property
+    def cls(self) -> type[RecurrentCell]:
+        return {ChainCell.ELMAN: ElmanCell, ChainCell.GRU: GRUCell, ChainCell.LSTM: LSTMCell}[self]

@@ -12,25 +12,37 @@ needs from earlier levels, so a level costs time proportional to its own nodes a
 in the forward and in the backward pass. (Writing every level into one full-size buffer
 would copy the whole buffer per level, once forward and again in autograd.)
 
-Synchronous schedule (MPNN, interaction networks, Point-GNN)::
+Synchronous schedule (MPNN, interaction networks, Point-GNN), the edge -> node blocks of
+graph_nets and jraph's ``InteractionNetwork``::
 
-    for each of T rounds:
-        m_v = aggregate_{u -> v} message(h_u, h_v, e_uv)
-        h_v = cell(m_v, h_v)
+    for each round t = 1..T:
+        e_uv = edge_step_t(e_uv, h_u, h_v)       # every edge, if there is an edge step
+        m_v  = aggregate_{u -> v} e_uv            # or of h_u when there is none
+        h_v  = step_t(m_v, h_v)                   # every node
+    return GraphState(h, e)
+
+The rounds share one step (MPNN) or take one from a sequence per round (GNS, Point-GNN);
+the same holds for the edge step. Edge states come back beside the node states, so a
+model that carries edges from round to round needs no side channel.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import NamedTuple, Protocol, TypeVar, overload
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .cells import Incoming, LSTMCell, RecurrentCell, State
 from .fused import fused_lstm_levels
 from .schedules import Levels, Synchronous, Topological, topological_levels
 
 __all__ = [
+    "GraphState",
+    "NodeStep",
+    "EdgeStep",
+    "AggregateFn",
     "propagate",
     "propagate_levels",
     "run_levels",
@@ -40,8 +52,58 @@ __all__ = [
     "max_aggregate",
 ]
 
-MessageFn = Callable[[Tensor, Tensor, "Tensor | None"], Tensor]  # (h, edge_index, edge_attr) -> [num_edges, d]
 AggregateFn = Callable[[Tensor, Tensor, int], Tensor]
+"""``aggregate(messages [num_edges, d], receivers [num_edges], num_nodes) -> [num_nodes, d]``."""
+
+
+class GraphState(NamedTuple):
+    """Node and edge states after a synchronous schedule.
+
+    Attributes:
+        nodes: ``[num_nodes, hidden]`` (a tuple for LSTM cells).
+        edges: ``[num_edges, edge_size]`` as the last round's edge step left them; the
+            edge states passed in when no round ran; None without edge states.
+    """
+
+    nodes: State
+    edges: Tensor | None
+
+
+class NodeStep(Protocol):
+    """``state' = step(aggregated, state)``: a node's new state from its aggregated messages.
+
+    Every cell satisfies it (the aggregated messages are the cell's input, as in Gilmer et
+    al.'s GRU update), and so does any module called that way.
+
+    Shapes:
+        aggregated: ``[num_nodes, message_size]``; state and result: ``[num_nodes, hidden]``
+        (tuples for LSTM cells).
+    """
+
+    def __call__(self, aggregated: Tensor, state: State, /) -> State: ...
+
+
+class EdgeStep(Protocol):
+    """``e' = edge_step(e, h, edge_index)``: every edge's new state from its own and its ends'.
+
+    Edge ``k`` may read ``e[k]`` and the states of its sender ``h[edge_index[0, k]]`` and
+    receiver ``h[edge_index[1, k]]``. The node states come whole, with the edge index,
+    rather than already gathered per edge, so that work per node (a linear map of every
+    state) runs once per node before the gather instead of once per edge: with some 30
+    edges per node that is most of a layer's cost. ``e`` is None in the first round when
+    :func:`propagate` was given no edge states; afterwards it is the previous round's result.
+    Edges that carry no state of their own (MPNN's messages from fixed bond features,
+    Point-GNN's from fixed positions) keep that fixed data in the edge step and ignore ``e``.
+
+    Shapes:
+        edges: ``[num_edges, edge_size]`` or None; nodes: ``[num_nodes, hidden]`` (``h``
+        of an LSTM state); edge_index: ``[2, num_edges]``; returns ``[num_edges, message_size]``.
+    """
+
+    def __call__(self, edges: Tensor | None, nodes: Tensor, edge_index: Tensor, /) -> Tensor: ...
+
+
+_Step = TypeVar("_Step")
 
 
 def sum_aggregate(messages: Tensor, receivers: Tensor, num_nodes: int) -> Tensor:
@@ -163,71 +225,190 @@ def propagate_levels(
     return tuple(out) if cell.state_is_tuple else out[0]
 
 
+def _per_round(step: _Step | Sequence[_Step], rounds: int, name: str) -> list[_Step]:
+    """One step per round: the same one ``rounds`` times, or a sequence of exactly ``rounds``."""
+    # A ModuleList is no collections.abc.Sequence; an nn.Sequential, though indexable, is one step.
+    if isinstance(step, (Sequence, nn.ModuleList)):
+        if len(step) != rounds:
+            raise ValueError(f"{name} holds {len(step)} steps, one per round, but the schedule has {rounds} rounds")
+        return list(step)
+    return [step] * rounds
+
+
 def propagate_rounds(
-    cell: RecurrentCell,
+    step: NodeStep | Sequence[NodeStep],
     state: State,
     edge_index: Tensor,
     rounds: int,
     *,
-    message: MessageFn | None = None,
+    edges: Tensor | None = None,
+    edge_step: EdgeStep | Sequence[EdgeStep] | None = None,
     aggregate: AggregateFn = sum_aggregate,
-    edge_attr: Tensor | None = None,
-) -> State:
-    """Runs ``rounds`` synchronous rounds: every node aggregates messages, then updates.
+) -> GraphState:
+    """Runs ``rounds`` synchronous rounds: edges update, then every node from its messages.
 
-    ``message(h, edge_index, edge_attr)`` maps node states ``[num_nodes, hidden]`` to one
-    message per edge ``[num_edges, cell.input_size]``, gathering what it needs (the sender's
-    state, the receiver's, or both); None passes the sender's state on.
-    ``aggregate(messages, receivers, num_nodes)`` reduces them per node (sum by default);
-    the node update is ``cell(aggregated, own_state)``.
+    In round ``t``, with ``h`` the node states (``h`` of an LSTM state)::
+
+        e = edge_step_t(e, h, edge_index)                          # if there is an edge step
+        m = aggregate(e if edge_step else h[senders], receivers, num_nodes)
+        state = step_t(m, state)
+
+    Args:
+        step: the node update, one for every round (weights shared) or a sequence with one
+            per round (``nn.ModuleList`` included).
+        state: every node's initial state.
+        edge_index: ``[2, num_edges]``, row 0 senders, row 1 receivers.
+        rounds: T.
+        edges: every edge's initial state, for the first round's edge step; None for none.
+        edge_step: the edge update, one or one per round; None passes the senders' states
+            on as the messages.
+        aggregate: reduces the messages per receiver (:func:`sum_aggregate`,
+            :func:`mean_aggregate`, :func:`max_aggregate` or any such function).
+
+    Returns:
+        :class:`GraphState` of the final node and edge states.
     """
+    if edge_index.dim() != 2 or edge_index.shape[0] != 2:
+        raise ValueError(f"edge_index must have shape [2, num_edges], got {tuple(edge_index.shape)}")
+    if edges is not None:
+        if edge_step is None:
+            raise ValueError("edge states (edges=) need an edge_step to update them")
+        if edges.shape[0] != edge_index.shape[1]:
+            raise ValueError(f"edges have {edges.shape[0]} rows but edge_index has {edge_index.shape[1]} edges")
+    steps = _per_round(step, rounds, "step")
+    edge_steps = None if edge_step is None else _per_round(edge_step, rounds, "edge_step")
     senders, receivers = edge_index[0], edge_index[1]
     num_nodes = _components(state)[0].shape[0]
-    for _ in range(rounds):
+    for t in range(rounds):
         h = _components(state)[0]
-        messages = h.index_select(0, senders) if message is None else message(h, edge_index, edge_attr)
-        state = cell(aggregate(messages, receivers, num_nodes), state)
-    return state
+        if edge_steps is None:
+            messages = h.index_select(0, senders)
+        else:
+            edges = messages = edge_steps[t](edges, h, edge_index)
+        state = steps[t](aggregate(messages, receivers, num_nodes), state)
+    return GraphState(state, edges)
+
+
+def _refuse(schedule: Topological | Synchronous, **arguments: object) -> None:
+    """Raises for the first argument given that the schedule has no use for."""
+    for name, value in arguments.items():
+        if value is not None:
+            raise ValueError(f"{name} does not apply to the {type(schedule).__name__} schedule: {_USES[name]}")
+
+
+_USES = {
+    "inputs": "node inputs feed the cell of a Topological schedule; under Synchronous pass None "
+    "and give the initial node states as state=",
+    "initial": "it gives the source nodes' states under Topological; under Synchronous give every "
+    "node's initial state as state=",
+    "edge_attr": "it hands the cell fixed per-edge attributes under Topological; under Synchronous "
+    "give edge states as edges= for the edge_step to update",
+    "state": "under Topological every node's state comes from its senders; the sources' states are initial=",
+    "edges": "edge states are updated by the edge_step of a Synchronous schedule",
+    "edge_step": "edge steps run between the rounds of a Synchronous schedule",
+    "aggregate": "under Topological the cell aggregates its incoming states itself",
+}
+
+
+@overload
+def propagate(
+    step: RecurrentCell,
+    inputs: Tensor,
+    edge_index: Tensor,
+    schedule: Topological,
+    *,
+    initial: State | None = None,
+    edge_attr: Tensor | None = None,
+) -> State: ...
+
+
+@overload
+def propagate(
+    step: NodeStep | Sequence[NodeStep],
+    inputs: None,
+    edge_index: Tensor,
+    schedule: Synchronous,
+    *,
+    state: State,
+    edges: Tensor | None = None,
+    edge_step: EdgeStep | Sequence[EdgeStep] | None = None,
+    aggregate: AggregateFn | None = None,
+) -> GraphState: ...
 
 
 def propagate(
-    cell: RecurrentCell,
-    node_values: Tensor | State,
+    step: RecurrentCell | NodeStep | Sequence[NodeStep],
+    inputs: Tensor | None,
     edge_index: Tensor,
     schedule: Topological | Synchronous,
     *,
     initial: State | None = None,
     edge_attr: Tensor | None = None,
-    message: MessageFn | None = None,
-    aggregate: AggregateFn = sum_aggregate,
-) -> State:
+    state: State | None = None,
+    edges: Tensor | None = None,
+    edge_step: EdgeStep | Sequence[EdgeStep] | None = None,
+    aggregate: AggregateFn | None = None,
+) -> State | GraphState:
     """The message-passing loop behind every structnets model.
 
-    Under :class:`Topological` (optionally reversed), ``node_values`` are node inputs
-    ``[num_nodes, input_size]``; each node's state is ``cell`` applied to its input and to
-    the states of its senders, which the cell aggregates (a sum for the chain cells, one
-    forget gate per child for the Tree-LSTMs). ``initial`` gives the sources' states. The
-    levels are computed once and cached with ``edge_index``.
+    Every argument means one thing; one that the schedule has no use for raises
+    ``ValueError`` rather than being ignored.
 
-    Under :class:`Synchronous`, ``node_values`` are the nodes' initial states and each of
-    ``schedule.rounds`` rounds applies ``message``, ``aggregate`` and the ``cell`` update
-    at every node at once.
+    Under :class:`Topological` (optionally reversed), ``step`` is a cell and each node's
+    state is the cell applied to its input and to the states of its senders, which the
+    cell aggregates (a sum for the chain cells, one forget gate per child for the
+    Tree-LSTMs). The levels are computed once and cached with ``edge_index``.
+
+    Under :class:`Synchronous`, every node updates in each of ``schedule.rounds`` rounds,
+    after an optional edge update: see :func:`propagate_rounds` for the round.
+
+    Args:
+        step: the node update: a cell under Topological; under Synchronous any
+            :class:`NodeStep`, or a sequence of ``rounds`` of them (weights not shared).
+        inputs: node inputs, the cell's input at each node (Topological); None under
+            Synchronous, where no input enters after the initial state.
+        edge_index: row 0 senders, row 1 receivers.
+        schedule: :class:`Topological` or :class:`Synchronous`.
+        initial: Topological: the source nodes' states, one row per node of the
+            levels' ``sources`` (increasing node id); None for zeros.
+        edge_attr: Topological: fixed per-edge attributes handed to the cell (the child
+            slot of an N-ary Tree-LSTM).
+        state: Synchronous, required: every node's initial state.
+        edges: Synchronous: every edge's initial state, read by the first ``edge_step``.
+        edge_step: Synchronous: the :class:`EdgeStep`, or one per round; None makes the
+            senders' states the messages.
+        aggregate: Synchronous: reduces messages per receiver; None for
+            :func:`sum_aggregate`.
+
+    Returns:
+        Topological: every node's state. Synchronous: :class:`GraphState` ``(nodes, edges)``.
 
     Shapes:
-        node_values: ``[num_nodes, features]``; edge_index: ``[2, num_edges]``
-        (row 0 senders, row 1 receivers); edge_attr: ``[num_edges, ...]``.
-        Returns ``[num_nodes, hidden]`` (a tuple for LSTM cells).
+        inputs: ``[num_nodes, input_size]``; edge_index: ``[2, num_edges]``;
+        edge_attr: ``[num_edges, ...]``; state: ``[num_nodes, hidden]``;
+        edges: ``[num_edges, edge_size]``. Node states are ``[num_nodes, hidden]``
+        (tuples for LSTM cells).
     """
     if isinstance(schedule, Synchronous):
+        _refuse(schedule, inputs=inputs, initial=initial, edge_attr=edge_attr)
+        if state is None:
+            raise ValueError("the Synchronous schedule needs every node's initial state: pass state=")
         return propagate_rounds(
-            cell, node_values, edge_index, schedule.rounds, message=message, aggregate=aggregate, edge_attr=edge_attr
+            step,
+            state,
+            edge_index,
+            schedule.rounds,
+            edges=edges,
+            edge_step=edge_step,
+            aggregate=sum_aggregate if aggregate is None else aggregate,
         )
     if not isinstance(schedule, Topological):
         raise TypeError(f"schedule must be Topological or Synchronous, got {schedule!r}")
-    if message is not None:
-        raise ValueError("message functions apply to the Synchronous schedule only")
-    if not isinstance(node_values, Tensor) or node_values.dim() != 2:
-        raise ValueError("under a Topological schedule node_values must be a [num_nodes, input_size] tensor")
-    cell.check_edge_attr(edge_attr, edge_index.flip(0) if schedule.reverse else edge_index)
-    levels = topological_levels(edge_index, node_values.shape[0], reverse=schedule.reverse)
-    return propagate_levels(cell, node_values, levels, initial=initial, edge_attr=edge_attr)
+    _refuse(schedule, state=state, edges=edges, edge_step=edge_step, aggregate=aggregate)
+    if isinstance(step, (Sequence, nn.ModuleList)):
+        raise ValueError("one step per round applies to the Synchronous schedule; Topological runs one cell")
+    if not isinstance(inputs, Tensor) or inputs.dim() != 2:
+        raise ValueError("under a Topological schedule inputs must be a [num_nodes, input_size] tensor")
+    step.check_edge_attr(edge_attr, edge_index.flip(0) if schedule.reverse else edge_index)
+    levels = topological_levels(edge_index, inputs.shape[0], reverse=schedule.reverse)
+    return propagate_levels(step, inputs, levels, initial=initial, edge_attr=edge_attr)

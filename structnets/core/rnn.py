@@ -15,6 +15,7 @@ the parity tests check against ``torch.nn.RNN/GRU/LSTM``.
 
 from __future__ import annotations
 
+import enum
 import functools
 from collections.abc import Callable
 
@@ -23,8 +24,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from ..graphs.chains import chains
 from .cells import ElmanCell, GRUCell, LSTMCell, Nonlinearity, RecurrentCell, State
+from .chains import chains
 from .propagate import run_levels
 
 __all__ = ["RNN"]
@@ -32,15 +33,32 @@ __all__ = ["RNN"]
 CellFactory = Callable[..., RecurrentCell]
 
 
-def _cell_kind(cell: RecurrentCell) -> str | None:
-    """Name of torch's fused kernel for this cell, or None if there is none."""
+class _Kernel(enum.Enum):
+    """torch's fused multi-layer kernel for a standard cell, with the torch.nn module that
+    holds the same weights (and, for Elman cells, the nonlinearity)."""
+
+    LSTM = (torch.lstm, nn.LSTM, None)
+    GRU = (torch.gru, nn.GRU, None)
+    RNN_TANH = (torch.rnn_tanh, nn.RNN, Nonlinearity.TANH)
+    RNN_RELU = (torch.rnn_relu, nn.RNN, Nonlinearity.RELU)
+
+    def __init__(
+        self, function: Callable[..., tuple[Tensor, ...]], module: type[nn.RNNBase], nonlinearity: Nonlinearity | None
+    ) -> None:
+        self.function = function
+        self.module = module
+        self.nonlinearity = nonlinearity
+
+
+def _cell_kernel(cell: RecurrentCell) -> _Kernel | None:
+    """torch's fused kernel for this cell, or None if there is none."""
     kind = type(cell)
     if kind is LSTMCell:
-        return "lstm"
+        return _Kernel.LSTM
     if kind is GRUCell:
-        return "gru"
+        return _Kernel.GRU
     if kind is ElmanCell:
-        return "rnn_tanh" if cell.nonlinearity is Nonlinearity.TANH else "rnn_relu"
+        return _Kernel.RNN_TANH if cell.nonlinearity is Nonlinearity.TANH else _Kernel.RNN_RELU
     return None
 
 
@@ -119,7 +137,7 @@ class RNN(nn.Module):
                     made.reset_parameters()
                 cells.append(made)
         self.cells = nn.ModuleList(cells)
-        kinds = {_cell_kind(c) for c in self.cells}
+        kinds = {_cell_kernel(c) for c in self.cells}
         self._kernel = kinds.pop() if len(kinds) == 1 else None
         self.state_is_tuple = self.cells[0].state_is_tuple
 
@@ -241,7 +259,7 @@ class RNN(nn.Module):
         if hx is None:
             zeros = data.new_zeros(self.num_layers * self.num_directions, batch, self.hidden_size)
             hx = (zeros, zeros) if self.state_is_tuple else zeros
-        kernel = getattr(torch, self._kernel)
+        kernel = self._kernel.function
         options = (self.bias, self.num_layers, float(self.dropout), self.training, self.bidirectional)
         if batch_sizes is None:
             result = kernel(data, hx, self._flat_weights(), *options, self.batch_first)
@@ -351,12 +369,9 @@ class RNN(nn.Module):
             bidirectional=self.bidirectional,
         )
         first = self.cells[0].weight_ih
-        if self._kernel == "lstm":
-            module: nn.RNNBase = nn.LSTM(**common)
-        elif self._kernel == "gru":
-            module = nn.GRU(**common)
-        else:
-            module = nn.RNN(nonlinearity=self._kernel.removeprefix("rnn_"), **common)
+        if self._kernel.nonlinearity is not None:
+            common["nonlinearity"] = self._kernel.nonlinearity.value
+        module: nn.RNNBase = self._kernel.module(**common)
         module = module.to(device=first.device, dtype=first.dtype)
         module.load_state_dict(self.torch_state_dict())
         return module

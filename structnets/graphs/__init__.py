@@ -1,7 +1,7 @@
-"""Structures and their builders: chains (packed sequences), trees (PTB brackets, tuples, networkx,
+"""Structures and their builders: the batch container, trees (PTB brackets, tuples, networkx,
 Python source), neighbour graphs of point sets (radius, k nearest) and Point-GNN's point graphs."""
 
-from .chains import Chains, chains, forest_edges
+from ..core.chains import Chains, chains, forest_edges
 from .neighbors import NeighborCapWarning, knn_graph, radius_graph
 from .trees import (
     ProgramGraph,

@@ -5,7 +5,7 @@ voxel (the mean of its points, reflectance included); vertices within ``radius``
 other are joined by edges in both directions (:func:`structnets.radius_graph`); and each
 vertex is tied to the raw points within ``feature_radius`` of it, from which its initial
 state is computed (an MLP on each point's offset and reflectance, then the maximum over
-the points: :class:`VertexEncoder`).
+the points: :class:`structnets.nn.VertexEncoder`).
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch_geometric.utils import scatter
 
 from .neighbors import radius_graph
 
-__all__ = ["PointGraph", "voxel_downsample", "build_point_graph", "VertexEncoder"]
+__all__ = ["PointGraph", "voxel_downsample", "build_point_graph"]
 
 
 def voxel_downsample(points: Tensor, voxel_size: float) -> Tensor:
@@ -63,23 +63,3 @@ def build_point_graph(
     )
     point_index = torch.from_numpy(np.stack([pairs["i"], pairs["j"]]).astype(np.int64)).to(points.device)
     return PointGraph(vertices, edge_index, point_index)
-
-
-class VertexEncoder(nn.Module):
-    """A vertex's initial state: ``max_j MLP([x_j - v, r_j])`` over its raw points ``j``."""
-
-    def __init__(self, state_size: int = 300, hidden: tuple[int, ...] = (32, 64, 128, 300)) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        width = 4
-        for size in hidden:
-            layers += [nn.Linear(width, size), nn.ReLU()]
-            width = size
-        layers.append(nn.Linear(width, state_size))
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, points: Tensor, graph: PointGraph) -> Tensor:
-        source, vertex = graph.point_index
-        offsets = points[source, :3] - graph.vertices[vertex, :3]
-        features = self.net(torch.cat([offsets, points[source, 3:4]], -1))
-        return scatter(features, vertex, 0, dim_size=graph.vertices.shape[0], reduce="max")

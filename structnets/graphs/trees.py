@@ -3,7 +3,8 @@
 A :class:`Tree` lists its nodes in pre-order (a parent before its children) with each
 node's parent, its position among its parent's children (the N-ary Tree-LSTM's slot),
 its label and, for leaves, its token. :func:`batch_trees` lays many trees out as one
-forest: node ids offset per tree, child -> parent edges (torch_geometric's convention,
+forest, a :class:`TreeBatch` (a torch_geometric ``Batch``, the container of every structnets
+structure): node ids offset per tree, child -> parent edges (torch_geometric's convention,
 senders first), so the core's :class:`~structnets.Topological` schedule runs every tree's
 leaves first, level by level, across the whole batch.
 
@@ -23,6 +24,7 @@ from typing import ClassVar
 
 import torch
 from torch import Tensor
+from torch_geometric.data import Batch, Data
 
 __all__ = [
     "Tree",
@@ -37,6 +39,7 @@ __all__ = [
     "dag_edges_from_networkx",
     "Vocabulary",
     "TreeBatch",
+    "tree_data",
     "batch_trees",
 ]
 
@@ -165,14 +168,16 @@ def parse_ptb(text: str, *, source: str = "<string>", line: int = 1, labelled: b
     return Tree(parents, slots, labels, tokens, f"{source}:{line}")
 
 
-def read_ptb(path: str | Path, *, labelled: bool = True) -> list[Tree]:
-    """Every tree of a file with one bracketed tree per line (blank lines skipped)."""
+def read_ptb(path: str | Path, *, labelled: bool = True, limit: int | None = None) -> list[Tree]:
+    """Every tree of a file with one bracketed tree per line (blank lines skipped); the first ``limit``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no tree file at {path}")
-    trees = []
+    trees: list[Tree] = []
     with path.open(encoding="utf-8") as handle:
         for number, text in enumerate(handle, start=1):
+            if limit is not None and len(trees) >= limit:
+                break
             if text.strip():
                 trees.append(parse_ptb(text, source=str(path), line=number, labelled=labelled))
     if not trees:
@@ -446,66 +451,84 @@ class Vocabulary:
         return self._ids.get(token, 0)
 
 
-@dataclass(frozen=True)
-class TreeBatch:
-    """Trees laid out as one forest.
+class TreeBatch(Batch):
+    """Trees laid out as one forest: a torch_geometric ``Batch``, the container molecules use too.
+
+    Node ``i`` of tree ``t`` is node ``ptr[t] + i``; every tree's root is its node 0, so the
+    roots are ``ptr[:-1]``. ``to_data_list`` takes the forest apart into one ``Data`` per tree
+    again, and PyG's layers and transforms accept it as any other batch.
+
+    Attributes:
+        x: each node's token id; -1 for nodes without a token (SST's inner nodes).
+        y: each node's label; -1 where the tree has none.
+        edge_index: child -> parent edges, offset per tree (row 0 senders, row 1 receivers).
+        edge_attr: each edge's child slot (the child's position among its parent's children).
+        batch: each node's tree; ptr: where each tree's nodes start, and the total.
 
     Shapes:
-        token_ids: ``[num_nodes]``, the leaf's token id, -1 for inner nodes;
-        labels: ``[num_nodes]`` (-1 where unlabelled); edge_index: ``[2, num_edges]``
-        child -> parent; slots: ``[num_edges]`` child positions; roots: ``[num_trees]``;
-        tree: ``[num_nodes]`` each node's tree.
+        x, y, batch: ``[num_nodes]``; edge_index: ``[2, num_edges]``; edge_attr:
+        ``[num_edges]``; ptr: ``[num_trees + 1]``; roots: ``[num_trees]``.
     """
 
-    token_ids: Tensor
-    labels: Tensor
-    edge_index: Tensor
-    slots: Tensor
-    roots: Tensor
-    tree: Tensor
-    unknown_tokens: int
+    @property
+    def roots(self) -> Tensor:
+        """Each tree's root node (its node 0)."""
+        return self.ptr[:-1]
 
     @property
-    def num_nodes(self) -> int:
-        return int(self.token_ids.shape[0])
+    def unknown_tokens(self) -> int:
+        """How many tokens map to ``<unk>`` (id 0): tokens never seen in training."""
+        return int((self.x == 0).sum())
 
-    def to(self, device: torch.device | str) -> TreeBatch:
-        fields = {
-            k: getattr(self, k).to(device) for k in ("token_ids", "labels", "edge_index", "slots", "roots", "tree")
-        }
-        return TreeBatch(**fields, unknown_tokens=self.unknown_tokens)
+
+def tree_data(tree: Tree, vocabulary: Vocabulary) -> Data:
+    """One tree as a torch_geometric ``Data`` with :class:`TreeBatch`'s fields (no batch, ptr).
+
+    :func:`batch_trees` of a list equals :func:`structnets.graphs.batch.collate` of their
+    ``tree_data``; ``batch_trees`` builds the forest in one pass, without a ``Data`` per tree.
+    """
+    return batch_trees([tree], vocabulary).get_example(0)
 
 
 def batch_trees(trees: Sequence[Tree], vocabulary: Vocabulary) -> TreeBatch:
-    """Concatenates trees into one forest (see :class:`TreeBatch`)."""
+    """Concatenates trees into one forest (see :class:`TreeBatch`).
+
+    Raises:
+        ValueError: no trees, an empty tree, or a tree whose node 0 is not its only root.
+    """
     if not trees:
         raise ValueError("cannot batch an empty list of trees")
-    token_ids, labels, children, parents, slots, roots, tree_of = [], [], [], [], [], [], []
-    offset, unknown = 0, 0
-    for number, tree in enumerate(trees):
+    token_ids, labels, children, parents, slots, node_counts, edge_counts = [], [], [], [], [], [], []
+    ids, offset = vocabulary._ids, 0
+    for tree in trees:
         if len(tree) == 0:
             raise ValueError(f"{tree.source}: empty tree")
-        roots.append(offset)
-        for node, (parent, slot, label, token) in enumerate(zip(tree.parents, tree.slots, tree.labels, tree.tokens)):
-            if token is None:
-                token_ids.append(-1)
-            else:
-                token_id = vocabulary.id(token)
-                unknown += token_id == 0
-                token_ids.append(token_id)
-            labels.append(-1 if label is None else label)
-            tree_of.append(number)
+        if tree.parents[0] is not None or tree.parents.count(None) != 1:
+            raise ValueError(f"{tree.source}: node 0 must be the tree's one root (nodes in pre-order)")
+        token_ids.extend(-1 if token is None else ids.get(token, 0) for token in tree.tokens)
+        labels.extend(-1 if label is None else label for label in tree.labels)
+        for node, (parent, slot) in enumerate(zip(tree.parents, tree.slots)):
             if parent is not None:
                 children.append(offset + node)
                 parents.append(offset + parent)
                 slots.append(slot)
+        node_counts.append(len(tree))
+        edge_counts.append(len(tree) - 1)
         offset += len(tree)
-    return TreeBatch(
-        token_ids=torch.tensor(token_ids, dtype=torch.long),
-        labels=torch.tensor(labels, dtype=torch.long),
+    nodes = torch.tensor(node_counts)
+    ptr = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(nodes, 0)])
+    edge_ptr = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(torch.tensor(edge_counts), 0)])
+    out = TreeBatch(
+        x=torch.tensor(token_ids, dtype=torch.long),
+        y=torch.tensor(labels, dtype=torch.long),
         edge_index=torch.tensor([children, parents], dtype=torch.long).view(2, -1),
-        slots=torch.tensor(slots, dtype=torch.long),
-        roots=torch.tensor(roots, dtype=torch.long),
-        tree=torch.tensor(tree_of, dtype=torch.long),
-        unknown_tokens=int(unknown),
+        edge_attr=torch.tensor(slots, dtype=torch.long),
+        batch=torch.repeat_interleave(torch.arange(len(trees)), nodes),
+        ptr=ptr,
     )
+    # PyG's bookkeeping, as Batch.from_data_list leaves it, so that to_data_list works.
+    zeros = torch.zeros(len(trees), dtype=torch.long)
+    out._num_graphs = len(trees)
+    out._slice_dict = {"x": ptr, "y": ptr, "edge_index": edge_ptr, "edge_attr": edge_ptr}
+    out._inc_dict = {"x": zeros, "y": zeros, "edge_index": ptr[:-1], "edge_attr": zeros}
+    return out

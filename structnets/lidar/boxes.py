@@ -13,6 +13,8 @@ unmatched ground truth box of highest IoU above the threshold.
 
 from __future__ import annotations
 
+import enum
+
 import numpy as np
 import shapely
 import torch
@@ -25,6 +27,7 @@ __all__ = [
     "to_box_frame",
     "iou_bev",
     "iou_3d",
+    "IoUKind",
     "average_precision",
     "match_detections",
 ]
@@ -103,6 +106,17 @@ def iou_3d(a: Tensor, b: Tensor) -> Tensor:
     va = (a[:, 3] * a[:, 4] * a[:, 5]).view(-1, 1)
     vb = (b[:, 3] * b[:, 4] * b[:, 5]).view(1, -1)
     return volume / (va + vb - volume)
+
+
+class IoUKind(enum.Enum):
+    """Which overlap of rotated boxes: of their footprints seen from above, or of their volumes."""
+
+    BEV = "bev"
+    THREE_D = "3d"
+
+    def __call__(self, a: Tensor, b: Tensor) -> Tensor:
+        """``[N, M]``: :func:`iou_bev` or :func:`iou_3d` of the boxes ``a`` and ``b``."""
+        return iou_bev(a, b) if self is IoUKind.BEV else iou_3d(a, b)
 
 
 def match_detections(iou: Tensor, scores: Tensor, threshold: float) -> Tensor:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..train.checkpoint import atomic_write
 from ..train.data import data_dir
 from .boxes import box_corners_3d
 
@@ -265,8 +266,8 @@ def format_label(obj: KittiObject) -> str:
 
 
 def write_labels(path: str | Path, objects: list[KittiObject]) -> None:
-    """Writes a ``label_2``-format file (an empty file for no objects)."""
-    Path(path).write_text("".join(format_label(o) + "\n" for o in objects))
+    """Writes a ``label_2``-format file (an empty file for no objects), atomically."""
+    atomic_write(path, "".join(format_label(o) + "\n" for o in objects))
 
 
 def in_camera_view(points: Tensor, calibration: Calibration, image_size: tuple[int, int] = (1242, 375)) -> Tensor:

@@ -1,7 +1,31 @@
-"""Models built from structnets' cells and schedules."""
+"""Models built from structnets' cells, schedules and building blocks (:mod:`structnets.nn`)."""
 
-from .mpnn import MPNN, EdgeNetwork, MPNNConfig, Set2Set
+from ..nn.readout import Set2Set
+from .char_lm import CharLM, CharLMConfig
+from .gns import GNSConfig, LearnedSimulator
+from .memory_network import Addressing, MemoryConfig, MemoryNetwork
+from .mpnn import MPNN, EdgeNetwork, MPNNConfig
 from .pointgnn import PointGNN, PointGNNConfig
-from .tree_lstm import TreeClassifier
+from .sequence_classifier import SequenceClassifier, SequenceClassifierConfig
+from .tree_lstm import TreeCell, TreeClassifier, TreeClassifierConfig
 
-__all__ = ["MPNN", "MPNNConfig", "EdgeNetwork", "Set2Set", "TreeClassifier", "PointGNN", "PointGNNConfig"]
+__all__ = [
+    "MPNN",
+    "MPNNConfig",
+    "EdgeNetwork",
+    "Set2Set",
+    "GNSConfig",
+    "LearnedSimulator",
+    "TreeClassifier",
+    "TreeClassifierConfig",
+    "TreeCell",
+    "CharLM",
+    "CharLMConfig",
+    "PointGNN",
+    "PointGNNConfig",
+    "Addressing",
+    "MemoryConfig",
+    "MemoryNetwork",
+    "SequenceClassifier",
+    "SequenceClassifierConfig",
+]

@@ -6,46 +6,88 @@
                              embedding, distances to the walls (clipped at the radius)
     radius graph at x_t ───► edge features: displacement and distance, over the radius
         encoder: MLPs to latent size L ──► processor: M interaction networks (residual),
-        each one round of the core's synchronous schedule ──► decoder: MLP to the
+        the M rounds of the core's synchronous schedule ──► decoder: MLP to the
         normalised acceleration ──► x_{t+1} = x_t + (x_t - x_{t-1}) + a   (semi-implicit Euler)
 
 Each interaction network updates every edge from its two ends, ``e' = e + MLP([e, v_s,
-v_r])``, then every node from the sum of its incoming edges, ``v' = v + MLP([v, sum e'])``;
-the node update runs under :func:`structnets.propagate_rounds` with the edge update as its
-message function. The blocks do not share weights, as in the paper.
+v_r])``, then every node from the sum of its incoming edges, ``v' = v + MLP([v, sum e'])``.
+The M blocks are one :func:`structnets.propagate` call under the synchronous schedule, one
+edge step and one node step per round (the blocks do not share weights, as in the paper);
+the updated edges come back with the nodes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 
-from ..core.propagate import propagate_rounds
+from ..core.propagate import propagate
+from ..core.schedules import Synchronous
 from ..graphs.neighbors import radius_graph
-from ..physics.particles import SimulationMetadata
+from ..nn.mlp import MLP
 
-__all__ = ["GNSConfig", "LearnedSimulator", "mlp"]
+__all__ = ["HISTORY", "GNSConfig", "SimulatorMetadata", "LearnedSimulator"]
 
 HISTORY = 5  # velocities in the input, so 6 positions
 
 
-def mlp(inputs: int, hidden: int, outputs: int, layers: int = 2, norm: bool = True) -> nn.Sequential:
+class SimulatorMetadata(Protocol):
+    """What the simulator needs to know of a dataset, named as in the datasets' ``metadata.json``.
+
+    The physics field's ``SimulationMetadata`` has these fields (and more), as has any
+    object with these attributes.
+
+    Attributes:
+        dim: spatial dimension D.
+        bounds: ``[D, 2]`` lower and upper wall per dimension.
+        default_connectivity_radius: the radius of the neighbour graph.
+        vel_mean, vel_std: ``[D]`` statistics of a step's displacement, normalising velocities.
+        acc_mean, acc_std: ``[D]`` statistics of the acceleration, the normalised target.
+    """
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def bounds(self) -> Sequence[Sequence[float]]: ...
+
+    @property
+    def default_connectivity_radius(self) -> float: ...
+
+    @property
+    def vel_mean(self) -> Sequence[float]: ...
+
+    @property
+    def vel_std(self) -> Sequence[float]: ...
+
+    @property
+    def acc_mean(self) -> Sequence[float]: ...
+
+    @property
+    def acc_std(self) -> Sequence[float]: ...
+
+
+def _mlp(inputs: int, hidden: int, outputs: int, layers: int, norm: bool = True) -> MLP:
     """``layers`` hidden ReLU layers of width ``hidden``, then a linear output (LayerNorm'd if ``norm``)."""
-    parts: list[nn.Module] = []
-    width = inputs
-    for _ in range(layers):
-        parts += [nn.Linear(width, hidden), nn.ReLU()]
-        width = hidden
-    parts.append(nn.Linear(width, outputs))
-    if norm:
-        parts.append(nn.LayerNorm(outputs))
-    return nn.Sequential(*parts)
+    return MLP([inputs] + [hidden] * layers + [outputs], norm=nn.LayerNorm if norm else None)
 
 
 @dataclass(frozen=True)
 class GNSConfig:
+    """Sizes of a :class:`LearnedSimulator` (the paper's by default).
+
+    Attributes:
+        latent_size: width L of node and edge latents and of every MLP's hidden layers.
+        message_passing_steps: M, the interaction networks of the processor.
+        mlp_layers: hidden layers per MLP.
+        particle_types: rows of the particle-type embedding.
+        type_embedding_size: width of that embedding.
+    """
+
     latent_size: int = 128
     message_passing_steps: int = 10
     mlp_layers: int = 2
@@ -53,12 +95,26 @@ class GNSConfig:
     type_embedding_size: int = 16
 
 
+class _EdgeUpdate(MLP):
+    """``e' = e + MLP([e, v_s, v_r])``, an edge step of the synchronous schedule.
+
+    The module is the MLP itself, so its parameters keep the names ``edge_updates.{i}.{k}``
+    that trained checkpoints have.
+    """
+
+    def __init__(self, latent: int, layers: int) -> None:
+        super().__init__([3 * latent] + [latent] * layers + [latent], norm=nn.LayerNorm)
+
+    def forward(self, edges: Tensor, nodes: Tensor, edge_index: Tensor) -> Tensor:
+        return edges + super().forward(torch.cat([edges, nodes[edge_index[0]], nodes[edge_index[1]]], -1))
+
+
 class _NodeUpdate(nn.Module):
-    """``v' = v + MLP([v, aggregated edges])``, called by propagate_rounds as cell(aggregated, state)."""
+    """``v' = v + MLP([v, aggregated edges])``, a node step of the synchronous schedule."""
 
     def __init__(self, latent: int, layers: int) -> None:
         super().__init__()
-        self.net = mlp(2 * latent, latent, latent, layers)
+        self.net = _mlp(2 * latent, latent, latent, layers)
 
     def forward(self, aggregated: Tensor, state: Tensor) -> Tensor:
         return state + self.net(torch.cat([state, aggregated], -1))
@@ -67,7 +123,7 @@ class _NodeUpdate(nn.Module):
 class LearnedSimulator(nn.Module):
     """Predicts normalised accelerations from a position history; steps and rolls out."""
 
-    def __init__(self, metadata: SimulationMetadata, config: GNSConfig = GNSConfig()) -> None:
+    def __init__(self, metadata: SimulatorMetadata, config: GNSConfig = GNSConfig()) -> None:
         super().__init__()
         self.config = config
         self.metadata = metadata
@@ -78,13 +134,11 @@ class LearnedSimulator(nn.Module):
         self.register_buffer("bounds", torch.tensor(metadata.bounds, dtype=torch.float32), persistent=False)
         self.type_embedding = nn.Embedding(config.particle_types, config.type_embedding_size)
         node_inputs = HISTORY * dim + config.type_embedding_size + 2 * dim
-        self.node_encoder = mlp(node_inputs, latent, latent, layers)
-        self.edge_encoder = mlp(dim + 1, latent, latent, layers)
-        self.edge_updates = nn.ModuleList(
-            mlp(3 * latent, latent, latent, layers) for _ in range(config.message_passing_steps)
-        )
+        self.node_encoder = _mlp(node_inputs, latent, latent, layers)
+        self.edge_encoder = _mlp(dim + 1, latent, latent, layers)
+        self.edge_updates = nn.ModuleList(_EdgeUpdate(latent, layers) for _ in range(config.message_passing_steps))
         self.node_updates = nn.ModuleList(_NodeUpdate(latent, layers) for _ in range(config.message_passing_steps))
-        self.decoder = mlp(latent, latent, dim, layers, norm=False)
+        self.decoder = _mlp(latent, latent, dim, layers, norm=False)
 
     def graph(self, position: Tensor, batch: Tensor | None = None) -> Tensor:
         return radius_graph(position.detach(), self.radius, batch)
@@ -101,15 +155,8 @@ class LearnedSimulator(nn.Module):
         displacement = (position[senders] - position[receivers]) / self.radius
         edges = torch.cat([displacement, displacement.norm(dim=-1, keepdim=True)], -1)
         h, e = self.node_encoder(nodes), self.edge_encoder(edges)
-        for edge_update, node_update in zip(self.edge_updates, self.node_updates):
-            updated: dict[str, Tensor] = {}
-
-            def message(state: Tensor, index: Tensor, attr: Tensor | None, net=edge_update, store=updated) -> Tensor:
-                store["e"] = attr + net(torch.cat([attr, state[index[0]], state[index[1]]], -1))
-                return store["e"]
-
-            h = propagate_rounds(node_update, h, edge_index, 1, message=message, edge_attr=e)
-            e = updated["e"]
+        processor = Synchronous(self.config.message_passing_steps)
+        h, _ = propagate(self.node_updates, None, edge_index, processor, state=h, edges=e, edge_step=self.edge_updates)
         return self.decoder(h)
 
     def step(self, history: Tensor, particle_type: Tensor, batch: Tensor | None = None) -> Tensor:

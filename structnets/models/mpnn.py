@@ -14,8 +14,9 @@ Messages are the paper's edge network: a small MLP maps each bond's features to 
 ``hidden x hidden`` matrix that multiplies the sender's state. Bonds do not change between
 rounds, so the matrices are computed once per forward pass (once per distinct bond feature
 vector) and reused in every round. The
-update is structnets' GRU cell, run by :func:`structnets.propagate_rounds`; the readout is
-:class:`Set2Set` (Vinyals et al. 2016), whose query recurrence is structnets' LSTM cell.
+rounds are one :func:`structnets.propagate` call under the synchronous schedule, with the
+edge network's messages as its edge step and structnets' GRU cell as its node step; the
+readout is :class:`structnets.nn.Set2Set` (Vinyals et al. 2016).
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch_geometric.utils import scatter, softmax
+from torch_geometric.utils import scatter
 
-from ..core.cells import GRUCell, LSTMCell
-from ..core.propagate import propagate_rounds, sum_aggregate
+from ..core.cells import GRUCell
+from ..core.propagate import propagate, sum_aggregate
+from ..core.schedules import Synchronous
+from ..nn.mlp import MLP
+from ..nn.readout import Set2Set
 
 __all__ = ["MPNNConfig", "MPNN", "EdgeNetwork", "Set2Set"]
 
@@ -84,41 +88,10 @@ class EdgeNetwork(nn.Module):
     def __init__(self, bond_features: int, hidden_size: int, edge_hidden_size: int) -> None:
         super().__init__()
         self.hidden_size = hidden_size
-        self.net = nn.Sequential(
-            nn.Linear(bond_features, edge_hidden_size), nn.ReLU(), nn.Linear(edge_hidden_size, hidden_size**2)
-        )
+        self.net = MLP([bond_features, edge_hidden_size, hidden_size**2])
 
     def forward(self, edge_attr: Tensor) -> Tensor:
         return self.net(edge_attr).view(-1, self.hidden_size, self.hidden_size)
-
-
-class Set2Set(nn.Module):
-    """Order-invariant readout by attention with an LSTM query (Vinyals et al. 2016).
-
-    For ``t = 1..steps``: ``q_t = LSTM(q*_{t-1})``, ``a_i = softmax_i(x_i . q_t)`` within each
-    graph, ``r_t = sum_i a_i x_i``, ``q*_t = [q_t, r_t]``. Returns ``q*_steps``.
-
-    Shapes:
-        x: ``[num_nodes, in_size]``; batch: ``[num_nodes]``; returns ``[num_graphs, 2 * in_size]``.
-    """
-
-    def __init__(self, in_size: int, steps: int) -> None:
-        super().__init__()
-        self.in_size = in_size
-        self.steps = steps
-        self.cell = LSTMCell(2 * in_size, in_size)
-
-    def forward(self, x: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
-        q_star = x.new_zeros(num_graphs, 2 * self.in_size)
-        state = None
-        for _ in range(self.steps):
-            state = self.cell(q_star, state)
-            query = state[0]
-            scores = (x * query.index_select(0, batch)).sum(-1)
-            attention = softmax(scores, batch, num_nodes=num_graphs)
-            read = scatter(attention.unsqueeze(-1) * x, batch, 0, num_graphs, reduce="sum")
-            q_star = torch.cat([query, read], -1)
-        return q_star
 
 
 # Use the per-bond-type message while (bond types x nodes) <= this many times the edges.
@@ -141,6 +114,38 @@ def _distinct_rows(values: Tensor) -> tuple[Tensor, Tensor]:
     return torch.unique(values, dim=0, return_inverse=True)
 
 
+class _TypedMessages:
+    """The edge step for few bond types: ``m_vw = A(e_vw) h_w`` with ``A`` one matrix per type.
+
+    Every node's state is multiplied by every type's matrix in one GEMM, then each edge
+    gathers its sender's product for its type: far cheaper than a ``[num_edges, d, d]``
+    tensor per round, and the same sum of products.
+    """
+
+    def __init__(self, matrices: Tensor, types: Tensor) -> None:
+        self.stacked = matrices.reshape(-1, matrices.shape[-1])  # [types * d, d]
+        self.num_types = matrices.shape[0]
+        self.types = types
+
+    def __call__(self, edges: Tensor | None, nodes: Tensor, edge_index: Tensor) -> Tensor:
+        rows = edge_index[0] * self.num_types + self.types
+        return (nodes @ self.stacked.t()).view(-1, nodes.shape[-1]).index_select(0, rows)
+
+
+class _PerEdgeMessages:
+    """The edge step for continuous bond features: ``m_vw = A(e_vw) h_w``, one matrix per edge.
+
+    A multiply and a sum rather than bmm: on CPUs torch's batched matrix-vector product is
+    several times slower at these sizes, forward and backward.
+    """
+
+    def __init__(self, matrices: Tensor) -> None:
+        self.matrices = matrices  # [num_edges, d, d]
+
+    def __call__(self, edges: Tensor | None, nodes: Tensor, edge_index: Tensor) -> Tensor:
+        return (self.matrices * nodes.index_select(0, edge_index[0]).unsqueeze(1)).sum(-1)
+
+
 class MPNN(nn.Module):
     """Gilmer et al.'s MPNN: edge-network messages, GRU update, Set2Set readout.
 
@@ -157,7 +162,7 @@ class MPNN(nn.Module):
         super().__init__()
         self.config = config
         d = config.hidden_size
-        self.embed = nn.Sequential(nn.Linear(config.atom_features, d), nn.ReLU())
+        self.embed = MLP([config.atom_features, d], activate_last=True)
         bond_inputs = config.bond_features + (config.distance_bins - 1 if config.distance_bins > 0 else 0)
         self.edge_network = EdgeNetwork(bond_inputs, d, config.edge_hidden_size)
         if config.distance_bins > 0:
@@ -165,42 +170,22 @@ class MPNN(nn.Module):
             self.register_buffer("distance_centres", centres, persistent=False)
         self.update = GRUCell(d, d)
         self.readout = Set2Set(2 * d, config.set2set_steps)
-        self.head = nn.Sequential(
-            nn.Linear((6 if config.sum_readout else 4) * d, config.readout_hidden_size),
-            nn.ReLU(),
-            nn.Dropout(config.dropout),
-            nn.Linear(config.readout_hidden_size, config.num_targets),
-        )
+        head_inputs = (6 if config.sum_readout else 4) * d
+        self.head = MLP([head_inputs, config.readout_hidden_size, config.num_targets], dropout=config.dropout)
 
     def node_states(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor) -> tuple[Tensor, Tensor]:
         """``(h^0, h^T)``: node states before and after the message-passing rounds."""
         h0 = self.embed(x)
-        d = self.config.hidden_size
         # The matrices are computed once per forward and reused every round, and only for
         # the distinct bond feature vectors: molecular graphs have a handful of bond types.
         distinct, inverse = _distinct_rows(edge_attr)
         matrices = self.edge_network(self._expand_distances(distinct))  # [types, d, d]
-        senders = edge_index[0]
         if distinct.shape[0] * h0.shape[0] <= _TYPED_MESSAGE_LIMIT * max(edge_index.shape[1], 1):
-            # Few bond types: multiply every node's state by every type's matrix in one
-            # GEMM, then gather A(e_vw) h_w per edge. Far cheaper than materialising a
-            # [num_edges, d, d] tensor per round, and the same sum of products.
-            stacked = matrices.reshape(-1, d)  # [types * d, d]
-            rows = senders * distinct.shape[0] + inverse
-
-            def message(h: Tensor, edges: Tensor, attr: Tensor | None) -> Tensor:
-                return (h @ stacked.t()).view(-1, d).index_select(0, rows)
-
+            messages: _TypedMessages | _PerEdgeMessages = _TypedMessages(matrices, inverse)
         else:
-            # Continuous bond features (distances): one matrix per edge. A multiply and a
-            # sum rather than bmm: on CPUs torch's batched matrix-vector product is several
-            # times slower at these sizes, forward and backward.
-            per_edge = matrices.index_select(0, inverse)
-
-            def message(h: Tensor, edges: Tensor, attr: Tensor | None) -> Tensor:
-                return (per_edge * h.index_select(0, senders).unsqueeze(1)).sum(-1)
-
-        h = propagate_rounds(self.update, h0, edge_index, self.config.rounds, message=message, aggregate=sum_aggregate)
+            messages = _PerEdgeMessages(matrices.index_select(0, inverse))
+        rounds = Synchronous(self.config.rounds)
+        h, _ = propagate(self.update, None, edge_index, rounds, state=h0, edge_step=messages, aggregate=sum_aggregate)
         return h0, h
 
     def _expand_distances(self, edge_attr: Tensor) -> Tensor:

@@ -7,9 +7,9 @@ Layer t, for vertex i with state s_i at position x_i and neighbours j::
     e_ij   = MLP_f([x_j - x_i + dx_i, s_j])           (the edge's message)
     s_i'   = MLP_g(max_j e_ij) + s_i                  (max aggregation, residual update)
 
-Each layer is one round of the core's synchronous schedule
-(:func:`structnets.propagate_rounds` with :func:`structnets.propagate.max_aggregate`); the
-layers do not share weights. The offsets make the messages depend on positions only
+The T layers are one :func:`structnets.propagate` call under the synchronous schedule,
+with :func:`structnets.core.propagate.max_aggregate`, one edge step and one node step per
+layer (the layers do not share weights). The offsets make the messages depend on positions only
 through differences, so the network is invariant to translating the whole scene.
 
 The first layer of ``MLP_f`` is a linear map of the concatenation ``[x_j - x_i + dx_i,
@@ -27,19 +27,13 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from ..core.propagate import max_aggregate, propagate_rounds
-from ..graphs.pointgraph import PointGraph, VertexEncoder
+from ..core.propagate import max_aggregate, propagate
+from ..core.schedules import Synchronous
+from ..graphs.pointgraph import PointGraph
+from ..nn.encoders import VertexEncoder
+from ..nn.mlp import MLP
 
 __all__ = ["PointGNNConfig", "PointGNN"]
-
-
-def _mlp(sizes: list[int], last_activation: bool = True) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for k, (a, b) in enumerate(zip(sizes, sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if last_activation or k < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
 
 
 @dataclass(frozen=True)
@@ -62,18 +56,36 @@ class _EdgeMLP(nn.Module):
         super().__init__()
         self.position = nn.Linear(3, size)
         self.state = nn.Linear(size, size, bias=False)
+        # The split first layer's activation, then MLP_f's second layer: the tail of one MLP.
         self.out = nn.Sequential(nn.ReLU(), nn.Linear(size, size), nn.ReLU())
 
     def forward(self, offsets: Tensor, states: Tensor, senders: Tensor) -> Tensor:
         return self.out(self.position(offsets) + self.state(states)[senders])
 
 
+class _RegisteredMessages:
+    """Layer t's edge step: ``e_ij = MLP_f([x_j - x_i + MLP_h(s_i), s_j])`` for edges ``j -> i``.
+
+    Holds the layer's two MLPs and the scene's vertex positions, which do not change
+    between layers; the offsets are computed per vertex, then gathered per edge.
+    """
+
+    def __init__(self, offset: nn.Module, edge: _EdgeMLP, positions: Tensor) -> None:
+        self.offset, self.edge, self.positions = offset, edge, positions
+
+    def __call__(self, edges: Tensor | None, nodes: Tensor, edge_index: Tensor) -> Tensor:
+        senders, receivers = edge_index
+        x = self.positions
+        registered = x[senders] - x[receivers] + self.offset(nodes)[receivers]
+        return self.edge(registered, nodes, senders)
+
+
 class _Update(nn.Module):
-    """``s' = MLP_g(aggregated) + s``, called by propagate_rounds as cell(aggregated, state)."""
+    """``s' = MLP_g(aggregated) + s``, a node step of the synchronous schedule."""
 
     def __init__(self, size: int) -> None:
         super().__init__()
-        self.net = _mlp([size, size, size])
+        self.net = MLP([size, size, size], activate_last=True)
 
     def forward(self, aggregated: Tensor, state: Tensor) -> Tensor:
         return state + self.net(aggregated)
@@ -91,23 +103,25 @@ class PointGNN(nn.Module):
         self.config = config
         size = config.state_size
         self.encoder = VertexEncoder(size, config.encoder)
-        self.offsets = nn.ModuleList(_mlp([size, config.head, 3], last_activation=False) for _ in range(config.layers))
+        self.offsets = nn.ModuleList(MLP([size, config.head, 3]) for _ in range(config.layers))
         self.edges = nn.ModuleList(_EdgeMLP(size) for _ in range(config.layers))
         self.updates = nn.ModuleList(_Update(size) for _ in range(config.layers))
-        self.classify = _mlp([size, config.head, config.num_classes], last_activation=False)
+        self.classify = MLP([size, config.head, config.num_classes])
         boxes = (config.num_classes - 1) * config.box_size
-        self.regress = _mlp([size, config.head, config.head, boxes], last_activation=False)
+        self.regress = MLP([size, config.head, config.head, boxes])
 
     def forward(self, points: Tensor, graph: PointGraph) -> tuple[Tensor, Tensor]:
         x = graph.vertices[:, :3]
-        state = self.encoder(points, graph)
-        for offset, edge, update in zip(self.offsets, self.edges, self.updates):
-
-            def message(s: Tensor, index: Tensor, attr: Tensor | None, offset=offset, edge=edge) -> Tensor:
-                senders, receivers = index
-                registered = x[senders] - x[receivers] + offset(s)[receivers]
-                return edge(registered, s, senders)
-
-            state = propagate_rounds(update, state, graph.edge_index, 1, message=message, aggregate=max_aggregate)
+        messages = [_RegisteredMessages(offset, edge, x) for offset, edge in zip(self.offsets, self.edges)]
+        layers = Synchronous(self.config.layers)
+        state, _ = propagate(
+            self.updates,
+            None,
+            graph.edge_index,
+            layers,
+            state=self.encoder(points, graph),
+            edge_step=messages,
+            aggregate=max_aggregate,
+        )
         boxes = self.regress(state).view(state.shape[0], self.config.num_classes - 1, self.config.box_size)
         return self.classify(state), boxes

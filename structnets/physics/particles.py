@@ -23,12 +23,15 @@ trajectories shorter than the history window.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ..train.checkpoint import atomic_write
 
 __all__ = [
     "SimulationMetadata",
@@ -159,14 +162,17 @@ def _check(
 
 
 def write_trajectories(path: str | Path, trajectories: list[Trajectory]) -> None:
-    """Writes trajectories in structnets' npz layout (plain arrays, no pickles)."""
+    """Writes trajectories in structnets' npz layout (plain arrays, no pickles), atomically."""
     arrays = {"__layout__": np.array(_LAYOUT)}
     for trajectory in trajectories:
         if "/" in trajectory.name:
             raise ValueError(f"trajectory name {trajectory.name!r} may not contain '/'")
         arrays[f"{trajectory.name}/position"] = np.asarray(trajectory.position, dtype=np.float32)
         arrays[f"{trajectory.name}/particle_type"] = np.asarray(trajectory.particle_type, dtype=np.int64)
-    np.savez_compressed(path, **arrays)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    path = Path(path)
+    atomic_write(path if path.suffix == ".npz" else path.with_name(path.name + ".npz"), buffer.getvalue())  # as numpy
 
 
 def read_trajectories(

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from ..graphs.neighbors import radius_graph
+from ..train.checkpoint import atomic_write
 from .particles import Trajectory, write_trajectories
 
 __all__ = ["SPHConfig", "simulate", "generate_dataset", "WATER"]
@@ -156,5 +157,5 @@ def generate_dataset(
         "acc_std": accelerations.std(0).tolist(),
         "generator": {"name": "structnets.sph", "seed": seed, "config": asdict(config)},
     }
-    (out_dir / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+    atomic_write(out_dir / "metadata.json", json.dumps(metadata, indent=2) + "\n")  # last: marks the set whole
     return metadata

@@ -1,39 +1,48 @@
 """Learning to evaluate arithmetic from the syntax tree: a program-structured task.
 
 Expressions with ``+``, ``-``, ``*`` and the literals 0-9 are parsed by Python's ``ast``
-module into trees (:func:`structnets.trees.tree_from_python`); an N-ary Tree-LSTM reads
-each tree bottom-up and predicts the expression's value modulo 10 at the root. It trains
-on shallow expressions (operator depth up to ``train_depth``) and is tested at every depth
+module into trees (:func:`structnets.graphs.trees.tree_from_python`); an N-ary Tree-LSTM
+reads each tree bottom-up and predicts the expression's value modulo 10 at the root. It
+trains on shallow expressions (operator depth up to ``train_depth``), keeps the epoch with
+the best accuracy on held-out expressions of the same depths, and is tested at every depth
 up to ``test_depth``, so the table shows how far a network that composes the same cell at
 every node generalises to deeper programs than it saw.
 
     structnets trees arithmetic --train-depth 3 --test-depth 8 --out runs/arithmetic
 
-writes ``metrics.json`` (``accuracy_by_depth``), ``model.pt`` and ``accuracy_by_depth.png``.
+writes ``metrics.json`` (``accuracy_by_depth``), ``timing.json``, ``model.pt`` and
+``accuracy_by_depth.png``.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
-import json
 import random
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor, nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
-from ..graphs.trees import Tree, Vocabulary, batch_trees, tree_from_python
+from ..graphs.trees import Tree, TreeBatch, Vocabulary, batch_trees, tree_from_python
 from ..models import TreeClassifier
-from ..train.checkpoint import clip_gradients
+from ..models.tree_lstm import TreeClassifierConfig
+from ..train.checkpoint import RunDirectory
+from ..train.config import add_arguments, from_args, to_dict
+from ..train.distributed import distributed, shard
+from ..train.engine import LRSchedule, TrainConfig, fit, seed_everything
 
 __all__ = ["ArithmeticConfig", "random_expression", "expression_tree", "train", "register"]
 
+TASK = "arithmetic"
 OPERATORS = ("+", "-", "*")
 MODULUS = 10
+# The held-out expressions that pick the epoch come from their own random stream, so that
+# the training and test sets are the ones drawn without validation.
+_VALIDATION_SEED_OFFSET = 1_000_003
 
 
 def random_expression(depth: int, rng: random.Random) -> str:
@@ -60,8 +69,6 @@ def expression_tree(expression: str) -> tuple[Tree, int]:
 
 
 def _evaluate(expression: str) -> int:
-    import ast
-
     def walk(node: ast.AST) -> int:
         if isinstance(node, ast.Constant) and isinstance(node.value, int):
             return node.value
@@ -80,96 +87,118 @@ def _evaluate(expression: str) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class ArithmeticConfig:
+    """One arithmetic experiment.
+
+    Attributes:
+        train_depth: training expressions have operator depths 1 to this, in equal numbers.
+        test_depth: the test covers every depth from 1 to this.
+        train_examples: training expressions.
+        val_examples: held-out expressions of the training depths, which pick the epoch kept.
+        test_examples_per_depth: test expressions at each depth.
+        embedding_size: size of the token embedding.
+        hidden_size: state size of the N-ary Tree-LSTM (3 slots: operand, operator, operand).
+        train: the engine's settings (Adam, cosine decay over the run, gradient norm clipped at 5).
+    """
+
     train_depth: int = 3
     test_depth: int = 8
     train_examples: int = 20000
+    val_examples: int = 1000
     test_examples_per_depth: int = 500
     embedding_size: int = 32
     hidden_size: int = 128
-    epochs: int = 20
-    batch_size: int = 100
-    lr: float = 2e-3
-    seed: int = 0
-    device: str = "cpu"
+    train: TrainConfig = dataclasses.field(
+        default_factory=lambda: TrainConfig(
+            epochs=20, batch_size=100, lr=2e-3, schedule=LRSchedule.COSINE, clip_grad_norm=5.0
+        )
+    )
 
     def __post_init__(self) -> None:
         if not 1 <= self.train_depth <= self.test_depth:
             raise ValueError(f"need 1 <= train_depth <= test_depth, got {self.train_depth} and {self.test_depth}")
+        for name in ("train_examples", "val_examples", "test_examples_per_depth"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
 
-def _dataset(depths: list[int], count: int, rng: random.Random) -> tuple[list[Tree], torch.Tensor, list[int]]:
-    trees, values, depth_of = [], [], []
+def _dataset(depths: list[int], count: int, rng: random.Random) -> tuple[list[Tree], Tensor]:
+    trees, values = [], []
     for k in range(count):
-        depth = depths[k % len(depths)]
-        tree, value = expression_tree(random_expression(depth, rng))
+        tree, value = expression_tree(random_expression(depths[k % len(depths)], rng))
         trees.append(tree)
         values.append(value)
-        depth_of.append(depth)
-    return trees, torch.tensor(values), depth_of
+    return trees, torch.tensor(values)
 
 
-def train(config: ArithmeticConfig, out_dir: Path, progress: bool = True) -> dict[str, Any]:
-    torch.manual_seed(config.seed)
-    rng = random.Random(config.seed)
-    device = torch.device(config.device)
-    train_trees, train_values, _ = _dataset(list(range(1, config.train_depth + 1)), config.train_examples, rng)
+def _root_loss(model: nn.Module, example: tuple[TreeBatch, Tensor]) -> Tensor:
+    batch, values = example
+    return F.cross_entropy(model(batch)[batch.roots], values)
+
+
+@torch.no_grad()
+def _accuracy(model: nn.Module, batch: TreeBatch, values: Tensor) -> float:
+    return float((model(batch)[batch.roots].argmax(-1) == values).float().mean())
+
+
+def train(config: ArithmeticConfig, out: Path) -> dict[str, Any]:
+    """Trains on shallow expressions, tests at every depth; writes the run directory ``out``."""
+    out = RunDirectory.check_target(out)
+    seed_everything(config.train.seed)
+    rng = random.Random(config.train.seed)
+    device = torch.device(config.train.device)
+    train_depths = list(range(1, config.train_depth + 1))
+    train_trees, train_values = _dataset(train_depths, config.train_examples, rng)
     vocabulary = Vocabulary.build(train_trees)
-    model = TreeClassifier(len(vocabulary), MODULUS, config.embedding_size, config.hidden_size, num_children=3).to(
-        device
+    val_trees, val_values = _dataset(
+        train_depths, config.val_examples, random.Random(config.train.seed + _VALIDATION_SEED_OFFSET)
     )
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    val_batch, val_values = batch_trees(val_trees, vocabulary).to(device), val_values.to(device)
+    model_config = TreeClassifierConfig(
+        len(vocabulary), MODULUS, config.embedding_size, config.hidden_size, num_children=3
+    )
+    model = TreeClassifier(model_config).to(device)
+    size = config.train.batch_size
     batches = [
-        (
-            batch_trees(train_trees[k : k + config.batch_size], vocabulary).to(device),
-            train_values[k : k + config.batch_size].to(device),
-        )
-        for k in range(0, len(train_trees), config.batch_size)
+        (batch_trees(train_trees[k : k + size], vocabulary).to(device), train_values[k : k + size].to(device))
+        for k in range(0, len(train_trees), size)
     ]
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs * len(batches))
-    generator = torch.Generator().manual_seed(config.seed)
-    history = []
-    started = time.perf_counter()
-    for epoch in tqdm(range(1, config.epochs + 1), desc="arithmetic", unit="epoch", disable=not progress):
-        model.train()
-        total = 0.0
-        for k in torch.randperm(len(batches), generator=generator).tolist():
-            batch, values = batches[k]
-            loss = F.cross_entropy(model(batch)[batch.roots], values)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            clip_gradients(model, 5.0)
-            optimizer.step()
-            scheduler.step()
-            total += loss.item()
-        history.append({"epoch": epoch, "train_loss": total / len(batches)})
-
-    model.eval()
-    accuracy = {}
-    with torch.no_grad():
+    with distributed(device) as here:
+        run = RunDirectory.start(out, task=TASK) if here.main else None
+        result = fit(
+            model,
+            _root_loss,
+            lambda epoch: [batches[k] for k in shard(len(batches), epoch, config.train.seed)],
+            config.train,
+            validate=lambda model: {"val_accuracy": _accuracy(model, val_batch, val_values)},
+            monitor="val_accuracy",
+            maximize=True,
+            run_dir=out if here.main else None,
+            description=TASK,
+        )
+        model = result.model
+        accuracy = {}
         for depth in range(1, config.test_depth + 1):
-            trees, values, _ = _dataset([depth], config.test_examples_per_depth, rng)
-            batch = batch_trees(trees, vocabulary).to(device)
-            predicted = model(batch)[batch.roots].argmax(-1).cpu()
-            accuracy[str(depth)] = float((predicted == values).float().mean())
-    metrics = {
-        "accuracy_by_depth": accuracy,
-        "train_depths": list(range(1, config.train_depth + 1)),
-        "chance": 1 / MODULUS,
-        "train_seconds": time.perf_counter() - started,
-        "history": history,
-        "config": dataclasses.asdict(config),
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    torch.save(
-        {"state_dict": model.state_dict(), "config": dataclasses.asdict(config), "vocabulary": vocabulary.tokens},
-        out_dir / "model.pt",
-    )
-    _plot(out_dir / "accuracy_by_depth.png", accuracy, config.train_depth)
+            trees, values = _dataset([depth], config.test_examples_per_depth, rng)
+            accuracy[str(depth)] = _accuracy(model, batch_trees(trees, vocabulary).to(device), values.to(device))
+        metrics = {
+            "accuracy_by_depth": accuracy,
+            "train_depths": train_depths,
+            "val_accuracy": result.best["val_accuracy"] if result.best else None,
+            "best_epoch": result.best["epoch"] if result.best else None,
+            "chance": 1 / MODULUS,
+            "history": result.history,
+            "config": to_dict(config),
+        }
+        if run is not None:
+            run.write_json("metrics.json", metrics)
+            run.write_json("timing.json", {"train_seconds": result.seconds, "steps": result.steps})
+            run.save_model(model, task_config=config, extra={"vocabulary": vocabulary.tokens})
+            run.save_figure("accuracy_by_depth.png", _figure(accuracy, config.train_depth), dpi=120)
+            run.finish()
     return metrics
 
 
-def _plot(path: Path, accuracy: dict[str, float], train_depth: int) -> None:
+def _figure(accuracy: dict[str, float], train_depth: int):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -185,29 +214,24 @@ def _plot(path: Path, accuracy: dict[str, float], train_depth: int) -> None:
     ax.set_ylim(0, 1.02)
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    return fig
 
 
 def register(actions: argparse._SubParsersAction) -> None:
     """Adds ``arithmetic`` under ``structnets trees``."""
     parser = actions.add_parser("arithmetic", help="learn to evaluate + - * expressions mod 10 from their syntax trees")
-    defaults = ArithmeticConfig()
-    for field in dataclasses.fields(ArithmeticConfig):
-        if field.name == "device":
-            continue
-        kind = type(getattr(defaults, field.name))
-        parser.add_argument(f"--{field.name.replace('_', '-')}", type=kind, default=getattr(defaults, field.name))
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--no-progress", action="store_true")
+    add_arguments(parser, ArithmeticConfig)
+    parser.add_argument(
+        "--out", required=True, type=Path, help="run directory for metrics.json, model.pt, accuracy_by_depth.png"
+    )
     parser.set_defaults(func=_cli)
 
 
 def _cli(args: argparse.Namespace) -> int:
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(ArithmeticConfig)}
-    metrics = train(ArithmeticConfig(**values), args.out, progress=not args.no_progress)
-    print(f"depth  accuracy  (trained on depths 1-{args.train_depth})")
+    config = from_args(ArithmeticConfig, args)
+    metrics = train(config, args.out)
+    print(f"depth  accuracy  (trained on depths 1-{config.train_depth})")
     for depth, value in metrics["accuracy_by_depth"].items():
         print(f"{depth:>5}  {value:.3f}")
-    print(f"wrote {args.out}/metrics.json, model.pt, accuracy_by_depth.png")
+    print(f"wrote {args.out}/metrics.json, timing.json, model.pt, accuracy_by_depth.png")
     return 0

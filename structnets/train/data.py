@@ -11,7 +11,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["data_dir", "dataset_path"]
+import torch
+from torch import Tensor
+
+__all__ = ["data_dir", "dataset_path", "check_finite"]
 
 ENVIRONMENT_VARIABLE = "STRUCTNETS_DATA_DIR"
 
@@ -35,3 +38,17 @@ def dataset_path(name: str, filename: str, canonical_url: str, override: str | P
             f"{ENVIRONMENT_VARIABLE} (or --data-dir) at a directory that holds {name}/{filename}."
         )
     return path
+
+
+def check_finite(values: Tensor, where: str) -> None:
+    """Raises a ValueError naming ``where`` and the first rows holding NaN or infinity.
+
+    For data that readers take in; it synchronises with the device, so models do not call
+    it in their hot path.
+    """
+    bad = ~torch.isfinite(values)
+    if bool(bad.any()):
+        rows = torch.nonzero(bad.reshape(values.shape[0], -1).any(1) if values.dim() else bad.view(1)).view(-1)
+        shown = ", ".join(str(r) for r in rows[:5].tolist()) + (" ..." if rows.numel() > 5 else "")
+        kinds = sorted({"NaN" if v != v else "infinity" for v in values[bad][:20].tolist()})
+        raise ValueError(f"{where}: {' and '.join(kinds)} in row(s) {shown} ({rows.numel()} row(s) in all)")

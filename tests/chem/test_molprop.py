@@ -5,15 +5,23 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from structnets.chem import FeaturizerConfig, graph_from_smiles
-from structnets.chem.molprop import MolpropConfig, Scaler, Task, _roc_auc, composition, predict, train
+from structnets.chem.molprop import MolpropConfig, predict, train, training
 from structnets.cli import main
+from structnets.models import MPNN, MPNNConfig
+from structnets.train.checkpoint import CheckpointError, RunDirectory, load_model
+from structnets.train.engine import TrainConfig
 
-SMALL = dict(epochs=2, batch_size=16, hidden_size=16, edge_hidden_size=16, readout_hidden_size=32, rounds=2)
+TARGET = "measured log solubility in mols per litre"
+SMALL = dict(hidden_size=16, edge_hidden_size=16, readout_hidden_size=32, rounds=2)
+
+
+def _train(epochs=2, **kwargs) -> TrainConfig:
+    return training(epochs=epochs, batch_size=16, progress=False, **kwargs)
 
 
 def _csv(path, rows, header=("smiles", "y")):
@@ -24,32 +32,51 @@ def _csv(path, rows, header=("smiles", "y")):
     return path
 
 
-@pytest.fixture
-def esol_run(tmp_path, data_dir):
-    config = MolpropConfig(dataset="esol", data_dir=str(data_dir), limit=80, **SMALL)
-    metrics = train(config, tmp_path / "run", progress=False)
-    return config, metrics, tmp_path / "run"
+@pytest.fixture(scope="module")
+def esol_run(tmp_path_factory):
+    """One small run shared by the tests that only read it (conftest's data_dir is per test)."""
+    data_dir = os.environ.get("STRUCTNETS_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data")
+    config = MolpropConfig(dataset="esol", data_dir=str(data_dir), limit=80, train=_train(), **SMALL)
+    run = tmp_path_factory.mktemp("esol") / "run"
+    metrics = train(config, run)
+    return config, metrics, run
 
 
 def test_train_writes_metrics_checkpoint_predictions_and_plot(esol_run):
     _, metrics, run = esol_run
     on_disk = json.loads((run / "metrics.json").read_text())
+    assert on_disk == json.loads(json.dumps(metrics))
     for split in ("train", "val", "test"):
-        values = on_disk[split]["measured log solubility in mols per litre"]
+        values = on_disk[split][TARGET]
         assert set(values) == {"rmse", "mae", "r2"}
         assert values["rmse"] >= values["mae"] > 0
     assert on_disk["num_molecules"] == {"train": 64, "val": 8, "test": 8}
-    checkpoint = torch.load(run / "model.pt", weights_only=True)
-    assert checkpoint["target_names"] == ["measured log solubility in mols per litre"]
+    assert on_disk["epochs_run"] == 2 and 1 <= on_disk["best_epoch"] <= 2
+    # Timings live apart from the results.
+    assert "train_seconds" not in on_disk and json.loads((run / "timing.json").read_text())["steps"] == 2 * 4
+    model, checkpoint = load_model(run, task="molprop")
+    assert isinstance(model, MPNN) and checkpoint.extra["target_names"] == [TARGET]
+    assert checkpoint.task_config["train"]["epochs"] == 2 and checkpoint.extra["featurizer"]["distances"] is False
     with (run / "predictions.csv").open() as handle:
         assert len(list(csv.DictReader(handle))) == 80
     assert (run / "parity.png").stat().st_size > 1000
+    assert json.loads((run / "run.json").read_text())["status"] == "complete"
 
 
-def test_same_seed_same_numbers(esol_run, tmp_path):
-    config, metrics, _ = esol_run
-    again = train(config, tmp_path / "again", progress=False)
-    assert again["test"] == metrics["test"]
+def test_same_seed_same_metrics_file(esol_run, tmp_path):
+    config, _, run = esol_run
+    train(config, tmp_path / "again")
+    assert (tmp_path / "again" / "metrics.json").read_bytes() == (run / "metrics.json").read_bytes()
+
+
+def test_resume_continues_where_the_run_stopped(esol_run, tmp_path):
+    config, first, run = esol_run
+    straight = train(dataclasses.replace(config, train=_train(epochs=3)), tmp_path / "straight")
+    resumed = train(dataclasses.replace(config, train=_train(epochs=3, resume=run)), tmp_path / "resumed")
+    assert resumed["epochs_run"] == 3
+    assert resumed["history"][: len(first["history"])] == first["history"]
+    assert resumed["history"] == straight["history"]
+    assert resumed["test"] == straight["test"]
 
 
 def test_predict_keeps_every_row_and_column_in_order(esol_run, tmp_path):
@@ -64,7 +91,7 @@ def test_predict_keeps_every_row_and_column_in_order(esol_run, tmp_path):
     with (tmp_path / "out.csv").open() as handle:
         reader = csv.DictReader(handle)
         rows = list(reader)
-    target = "measured log solubility in mols per litre_pred"
+    target = f"{TARGET}_pred"
     assert reader.fieldnames == ["name", "smiles", "note", target, "error"]
     assert [(r["name"], r["smiles"], r["note"]) for r in rows] == [
         ("a", "CCO", "x"),
@@ -75,6 +102,17 @@ def test_predict_keeps_every_row_and_column_in_order(esol_run, tmp_path):
     assert rows[0]["error"] == "" and rows[2]["error"] == ""
     assert all(-20 < float(r[target]) < 20 for r in (rows[0], rows[2]))
     assert rows[1][target] == ""
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # written through a rename
+
+
+def test_predict_matches_the_reported_predictions(esol_run, tmp_path):
+    _, _, run = esol_run
+    reported = [r for r in csv.DictReader((run / "predictions.csv").open()) if r["split"] == "test"]
+    data = _csv(tmp_path / "new.csv", [[r["smiles"]] for r in reported], header=("smiles",))
+    assert main(["molprop", "predict", "--model", str(run), "--data", str(data), "--out", str(tmp_path / "o.csv")]) == 0
+    again = list(csv.DictReader((tmp_path / "o.csv").open()))
+    for old, new in zip(reported, again, strict=True):
+        assert float(new[f"{TARGET}_pred"]) == pytest.approx(float(old[f"{TARGET}_pred"]), abs=1e-4)
 
 
 def test_predict_refuses_to_overwrite_an_input_column(esol_run, tmp_path):
@@ -82,50 +120,43 @@ def test_predict_refuses_to_overwrite_an_input_column(esol_run, tmp_path):
     data = _csv(tmp_path / "new.csv", [["CCO", "old"]], header=("smiles", "error"))
     with pytest.raises(ValueError, match=r"new.csv: the input already has column\(s\) \['error'\]"):
         predict(run, data, "smiles", tmp_path / "out.csv")
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_predict_refuses_an_incomplete_run_and_another_tasks_run(tmp_path, capsys):
+    data = _csv(tmp_path / "new.csv", [["CCO"]], header=("smiles",))
+    RunDirectory.start(tmp_path / "interrupted", task="molprop")  # never finished
+    with pytest.raises(CheckpointError, match="interrupted: the run is incomplete"):
+        predict(tmp_path / "interrupted", data, "smiles", tmp_path / "out.csv")
+    other = RunDirectory.start(tmp_path / "other", task="palindrome")
+    other.save_model(MPNN(MPNNConfig(atom_features=4, bond_features=2)))
+    other.finish()
+    code = main(["molprop", "predict", "--model", str(tmp_path / "other"), "--data", str(data), "--out", "o.csv"])
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and len(error.splitlines()) == 1
+    assert "other: a run of task 'palindrome', but 'molprop' was expected" in error
+
+
+def test_out_naming_a_file_fails_before_anything_is_read(tmp_path, capsys):
+    (tmp_path / "taken").write_text("")
+    code = main(["molprop", "train", "--dataset", "esol", "--data-dir", str(tmp_path / "nowhere")]
+                + ["--out", str(tmp_path / "taken"), "--no-progress"])  # fmt: skip
+    assert code == 2 and "taken is a file" in capsys.readouterr().err
 
 
 def test_user_csv_with_invalid_rows(tmp_path, capsys):
     good = [["CCO", "1.0"], ["CCC", "2.0"], ["CCN", "0.5"], ["c1ccccc1", "3.0"], ["CC(=O)O", "1.5"]] * 4
     rows = good[:7] + [["C1CC", "1.0"]] + good[7:]
     data = _csv(tmp_path / "mols.csv", rows)
-    code = main(
-        [
-            "molprop",
-            "train",
-            "--data",
-            str(data),
-            "--target-column",
-            "y",
-            "--epochs",
-            "1",
-            "--out",
-            str(tmp_path / "r"),
-            "--no-progress",
-        ]
-    )
+    flags = ["molprop", "train", "--data", str(data), "--target-column", "y", "--epochs", "1", "--no-progress"]
+    code = main([*flags, "--out", str(tmp_path / "r")])
     assert code == 2
     assert "mols.csv" in capsys.readouterr().err
-    code = main(
-        [
-            "molprop",
-            "train",
-            "--data",
-            str(data),
-            "--target-column",
-            "y",
-            "--epochs",
-            "1",
-            "--skip-invalid",
-            "--hidden-size",
-            "8",
-            "--out",
-            str(tmp_path / "r"),
-            "--no-progress",
-        ]
-    )
+    code = main([*flags, "--skip-invalid", "--hidden-size", "8", "--ema-decay", "0", "--out", str(tmp_path / "r")])
     assert code == 0
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert [row[0] for row in metrics["skipped_rows"]] == [9]  # line 9: header is line 1
+    assert metrics["config"]["train"]["ema_decay"] is None  # --ema-decay 0: no average, as before
     assert "skipped row 9" in capsys.readouterr().out
 
 
@@ -133,27 +164,15 @@ def test_split_indices_file(tmp_path, data_dir):
     split = {"train": list(range(0, 30)), "val": list(range(30, 40)), "test": [40, 41, 42]}
     (tmp_path / "split.json").write_text(json.dumps(split))
     config = MolpropConfig(
-        dataset="freesolv", data_dir=str(data_dir), limit=50, split_indices=str(tmp_path / "split.json"), **SMALL
+        dataset="freesolv",
+        data_dir=str(data_dir),
+        limit=50,
+        split_indices=str(tmp_path / "split.json"),
+        train=_train(),
+        **SMALL,
     )
-    metrics = train(config, tmp_path / "run", progress=False)
+    metrics = train(config, tmp_path / "run")
     assert metrics["num_molecules"] == {"train": 30, "val": 10, "test": 3}
-
-
-def test_config_errors():
-    with pytest.raises(ValueError, match="exactly one"):
-        MolpropConfig()
-    with pytest.raises(ValueError, match="target-column"):
-        MolpropConfig(data="x.csv")
-    with pytest.raises(ValueError, match="unknown dataset"):
-        MolpropConfig(dataset="tox21")
-
-
-def test_roc_auc_matches_pairwise_count():
-    scores = torch.tensor([0.1, 0.4, 0.35, 0.8, 0.4])
-    labels = torch.tensor([0.0, 0.0, 1.0, 1.0, 1.0])
-    pairs = [(p, n) for p in scores[labels == 1] for n in scores[labels == 0]]
-    expected = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p, n in pairs) / len(pairs)
-    assert _roc_auc(scores, labels) == pytest.approx(expected)
 
 
 def _free_port() -> int:
@@ -195,36 +214,8 @@ def test_distributed_training_with_gloo(tmp_path, data_dir):
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert metrics["epochs_run"] == 1 and "test" in metrics
-
-
-@pytest.mark.parametrize("explicit", [False, True])
-def test_composition_counts_every_atom_hydrogens_included(explicit):
-    config = FeaturizerConfig(explicit_hydrogens=explicit)
-    graphs = [graph_from_smiles(s, config) for s in ("CCO", "C", "c1ccccc1Cl", "[NH4+]")]
-    counts = composition(graphs, config)
-    # Slots: H C N O F S Cl Br I P other, then the column of ones.
-    assert counts[:, :11].tolist() == [
-        [6, 2, 0, 1, 0, 0, 0, 0, 0, 0, 0],
-        [4, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-        [5, 6, 0, 0, 0, 0, 1, 0, 0, 0, 0],
-        [4, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0],
-    ]
-    assert counts[:, -1].tolist() == [1, 1, 1, 1]
-
-
-def test_composition_baseline_round_trips_and_absorbs_linear_targets():
-    generator = torch.Generator().manual_seed(0)
-    heavy = torch.randint(0, 9, (200, 3), generator=generator).to(torch.float64)
-    counts = torch.cat([heavy, torch.ones(200, 1, dtype=torch.float64)], 1)
-    per_atom = torch.tensor([[-0.5, 10.0], [-38.0, 3.0], [-75.0, -1.0], [2.0, 0.0]], dtype=torch.float64)
-    noise = 0.1 * torch.randn(200, 2, generator=generator)
-    targets = (counts @ per_atom).float() + noise
-    scaler = Scaler.fit(targets, Task.REGRESSION, counts)
-    # The composition part (spread over hundreds) is gone: what is left is the noise.
-    assert (scaler.inverse(torch.zeros(200, 2), counts) - targets).abs().max() < 0.5
-    torch.testing.assert_close(scaler.inverse(scaler.transform(targets, counts), counts), targets)
-    with pytest.raises(ValueError, match="composition"):
-        scaler.transform(targets)
+    # 32 training molecules, 16 per rank: one batch of 50 each.
+    assert json.loads((tmp_path / "ddp" / "timing.json").read_text())["steps"] == 1
 
 
 def test_qm9_run_with_baseline_sized_split_and_predict(tmp_path, data_dir):
@@ -234,10 +225,11 @@ def test_qm9_run_with_baseline_sized_split_and_predict(tmp_path, data_dir):
         sample=120,
         split_sizes=(80, 20),
         target_columns=("u0", "gap"),
+        train=_train(),
         **SMALL,
     )
     assert config.uses_baseline
-    metrics = train(config, tmp_path / "run", progress=False)
+    metrics = train(config, tmp_path / "run")
     assert metrics["num_molecules"] == {"train": 80, "val": 20, "test": 20}
     # Total energies span ~10,000 eV; with the composition baseline two epochs get within a few eV.
     assert metrics["test"]["u0"]["mae"] < 5.0
@@ -249,33 +241,44 @@ def test_qm9_run_with_baseline_sized_split_and_predict(tmp_path, data_dir):
 
 
 def test_predict_refuses_a_3d_model(tmp_path, data_dir):
-    config = MolpropConfig(dataset="qm9-subset", data_dir=str(data_dir), limit=40, distances=True, **SMALL)
-    train(config, tmp_path / "run", progress=False)
+    config = MolpropConfig(
+        dataset="qm9-subset", data_dir=str(data_dir), limit=40, distances=True, train=_train(), **SMALL
+    )
+    train(config, tmp_path / "run")
     data = _csv(tmp_path / "new.csv", [["CCO"]], header=("smiles",))
     with pytest.raises(ValueError, match="trained on 3D inputs"):
         predict(tmp_path / "run", data, "smiles", tmp_path / "out.csv")
 
 
-def test_time_budget_stops_after_the_epoch_that_spends_it(tmp_path, data_dir):
-    config = MolpropConfig(dataset="esol", data_dir=str(data_dir), limit=60, max_seconds=1e-3, **{**SMALL, "epochs": 5})
-    metrics = train(config, tmp_path / "run", progress=False)
+def test_time_budget_stops_once_spent_and_keeps_the_best(tmp_path, data_dir):
+    config = MolpropConfig(
+        dataset="esol", data_dir=str(data_dir), limit=60, train=_train(epochs=5, max_seconds=1e-3), **SMALL
+    )
+    metrics = train(config, tmp_path / "run")
     assert metrics["epochs_run"] == 1 and metrics["stopped_by_time_budget"] is True
-    with pytest.raises(ValueError, match="max_seconds must be positive"):
-        MolpropConfig(dataset="esol", max_seconds=0)
+    assert metrics["best_epoch"] == 1 and json.loads((tmp_path / "run" / "timing.json").read_text())["steps"] == 1
+    with pytest.raises(ValueError, match="max_seconds must be a positive number"):
+        MolpropConfig(dataset="esol", train=TrainConfig(epochs=1, max_seconds=0))
 
 
 def test_weight_average_is_what_gets_kept(tmp_path, data_dir):
-    config = MolpropConfig(dataset="esol", data_dir=str(data_dir), limit=60, ema_decay=0.9, **SMALL)
-    metrics = train(config, tmp_path / "run", progress=False)
-    plain = train(dataclasses.replace(config, ema_decay=0.0), tmp_path / "plain", progress=False)
+    config = MolpropConfig(dataset="esol", data_dir=str(data_dir), limit=60, train=_train(ema_decay=0.9), **SMALL)
+    metrics = train(config, tmp_path / "run")
+    plain = train(dataclasses.replace(config, train=_train()), tmp_path / "plain")
     assert metrics["test"] != plain["test"]
     # The checkpoint holds the averaged weights: reloaded, they give the reported predictions.
-    target = "measured log solubility in mols per litre"
     reported = [r for r in csv.DictReader((tmp_path / "run" / "predictions.csv").open()) if r["split"] == "test"]
     data = _csv(tmp_path / "new.csv", [[r["smiles"]] for r in reported], header=("smiles",))
     predict(tmp_path / "run", data, "smiles", tmp_path / "out.csv")
     again = list(csv.DictReader((tmp_path / "out.csv").open()))
     for old, new in zip(reported, again, strict=True):
-        assert float(new[f"{target}_pred"]) == pytest.approx(float(old[f"{target}_pred"]), abs=1e-4)
+        assert float(new[f"{TARGET}_pred"]) == pytest.approx(float(old[f"{TARGET}_pred"]), abs=1e-4)
     with pytest.raises(ValueError, match="ema_decay"):
-        MolpropConfig(dataset="esol", ema_decay=1.0)
+        MolpropConfig(dataset="esol", train=TrainConfig(epochs=1, ema_decay=1.0))
+
+
+def test_a_model_file_of_the_old_schema_is_refused_with_one_line(tmp_path):
+    (tmp_path / "old").mkdir()
+    torch.save({"state_dict": {}, "config": {}}, tmp_path / "old" / "model.pt")
+    with pytest.raises(CheckpointError, match="not a structnets run directory"):
+        predict(tmp_path / "old", tmp_path / "none.csv", "smiles", tmp_path / "out.csv")

@@ -1,3 +1,4 @@
+import copy
 import random
 
 import pytest
@@ -6,8 +7,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.testing import assert_close
 
-from structnets import ChildSumTreeGRUCell, ChildSumTreeLSTMCell, NaryTreeLSTMCell, Topological, propagate
-from structnets.graphs.chains import forest_edges
+from structnets import (
+    ChildSumTreeGRUCell,
+    ChildSumTreeLSTMCell,
+    GRUCell,
+    LSTMCell,
+    NaryTreeLSTMCell,
+    Synchronous,
+    Topological,
+    propagate,
+)
+from structnets.core.chains import forest_edges
+from structnets.core.propagate import GraphState, max_aggregate, mean_aggregate, propagate_rounds, sum_aggregate
 
 EXACT = dict(atol=1e-10, rtol=0)
 
@@ -221,3 +232,223 @@ def test_child_sum_gru_on_a_chain_is_the_gru():
     for v in reversed(range(6)):
         state = reference(x[v : v + 1], state)
         assert_close(h[v : v + 1], state, **EXACT)
+
+
+# ---------------------------------------------------------------- the synchronous schedule
+
+GRAPH = torch.tensor([[0, 1, 2, 3, 4, 5, 0, 2, 2], [1, 2, 0, 4, 5, 3, 3, 5, 5]])  # a multi-edge, a node (6) alone
+
+
+class _EdgeMLP(torch.nn.Module):
+    """``e' = e + tanh(W [e, h_s, h_r])``: an interaction network's edge update."""
+
+    def __init__(self, edge_size: int, hidden: int) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(edge_size + 2 * hidden, edge_size)
+
+    def forward(self, edges, nodes, edge_index):
+        return edges + torch.tanh(self.linear(torch.cat([edges, nodes[edge_index[0]], nodes[edge_index[1]]], -1)))
+
+
+class _NodeMLP(torch.nn.Module):
+    """``h' = h + tanh(W [h, m])``."""
+
+    def __init__(self, message_size: int, hidden: int) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(hidden + message_size, hidden)
+
+    def forward(self, aggregated, state):
+        return state + torch.tanh(self.linear(torch.cat([state, aggregated], -1)))
+
+
+def _rounds_by_hand(node_steps, edge_steps, h, e, edge_index):
+    """The synchronous rounds written out edge by edge and node by node."""
+    pairs = edge_index.t().tolist()
+    for node_step, edge_step in zip(node_steps, edge_steps):
+        e = torch.stack(
+            [e[k] + torch.tanh(edge_step.linear(torch.cat([e[k], h[s], h[r]]))) for k, (s, r) in enumerate(pairs)]
+        )
+        rows = []
+        for v in range(h.shape[0]):
+            incoming = [e[k] for k, (_, r) in enumerate(pairs) if r == v]
+            rows.append(sum(incoming) if incoming else torch.zeros_like(e[0]))
+        m = torch.stack(rows)
+        h = torch.stack([h[v] + torch.tanh(node_step.linear(torch.cat([h[v], m[v]]))) for v in range(h.shape[0])])
+    return h, e
+
+
+def test_synchronous_rounds_with_edge_steps_match_a_loop_by_hand():
+    rounds = 3
+    node_steps = torch.nn.ModuleList(_NodeMLP(2, 4) for _ in range(rounds)).double()
+    edge_steps = torch.nn.ModuleList(_EdgeMLP(2, 4) for _ in range(rounds)).double()
+    h = torch.randn(7, 4, dtype=torch.double, requires_grad=True)
+    e = torch.randn(GRAPH.shape[1], 2, dtype=torch.double, requires_grad=True)
+    out = propagate(node_steps, None, GRAPH, Synchronous(rounds), state=h, edges=e, edge_step=edge_steps)
+    assert isinstance(out, GraphState)
+    h_ref, e_ref = _rounds_by_hand(node_steps, edge_steps, h, e, GRAPH)
+    assert_close(out.nodes, h_ref, **EXACT)
+    assert_close(out.edges, e_ref, **EXACT)
+    weights = torch.linspace(-1, 1, 28, dtype=torch.double).view(7, 4)
+    inputs = [h, e, *node_steps.parameters(), *edge_steps.parameters()]
+    ours = torch.autograd.grad((out.nodes * weights).sum() + out.edges.sum(), inputs)
+    theirs = torch.autograd.grad((h_ref * weights).sum() + e_ref.sum(), inputs)
+    for a, b in zip(ours, theirs):
+        assert_close(a, b, **EXACT)
+
+
+def test_synchronous_rounds_without_edge_steps_match_dense_reference():
+    n = 7
+    adjacency = torch.zeros(n, n, dtype=torch.double)
+    adjacency.index_put_((GRAPH[1], GRAPH[0]), torch.ones(GRAPH.shape[1], dtype=torch.double), accumulate=True)
+    cell = GRUCell(4, 4).double()
+    h = torch.randn(n, 4, dtype=torch.double)
+    out = propagate(cell, None, GRAPH, Synchronous(rounds=3), state=h)
+    expected = h
+    for _ in range(3):
+        expected = cell(adjacency @ expected, expected)
+    assert_close(out.nodes, expected, **EXACT)
+    assert out.edges is None
+    mean = propagate(cell, None, GRAPH, Synchronous(rounds=1), state=h, aggregate=mean_aggregate).nodes
+    degree = adjacency.sum(1, keepdim=True).clamp(min=1)
+    assert_close(mean, cell(adjacency @ h / degree, h), **EXACT)
+
+
+def test_an_lstm_cell_carries_its_cell_state_through_the_rounds():
+    cell = LSTMCell(3, 3).double()
+    h, c = torch.randn(7, 3, dtype=torch.double), torch.randn(7, 3, dtype=torch.double)
+    out = propagate(cell, None, GRAPH, Synchronous(2), state=(h, c), aggregate=max_aggregate).nodes
+    expected = (h, c)
+    for _ in range(2):
+        expected = cell(max_aggregate(expected[0][GRAPH[0]], GRAPH[1], 7), expected)
+    assert_close(out, expected, **EXACT)
+
+
+def test_shared_rounds_equal_copies_of_one_step():
+    node_step, edge_step = _NodeMLP(2, 4).double(), _EdgeMLP(2, 4).double()
+    h = torch.randn(7, 4, dtype=torch.double)
+    e = torch.randn(GRAPH.shape[1], 2, dtype=torch.double)
+    shared = propagate(node_step, None, GRAPH, Synchronous(3), state=h, edges=e, edge_step=edge_step)
+    copies = [copy.deepcopy(node_step) for _ in range(3)], [copy.deepcopy(edge_step) for _ in range(3)]
+    unshared = propagate(copies[0], None, GRAPH, Synchronous(3), state=h, edges=e, edge_step=copies[1])
+    assert_close(unshared.nodes, shared.nodes, **EXACT)
+    assert_close(unshared.edges, shared.edges, **EXACT)
+    # ... and unshared rounds really take a different step per round.
+    with torch.no_grad():
+        copies[1][1].linear.weight.add_(0.5)
+    changed = propagate(copies[0], None, GRAPH, Synchronous(3), state=h, edges=e, edge_step=copies[1])
+    assert not torch.allclose(changed.nodes, shared.nodes)
+    # A shared node step with one edge step per round (mixed) is allowed too.
+    mixed = propagate(node_step, None, GRAPH, Synchronous(3), state=h, edges=e, edge_step=copies[1])
+    assert_close(mixed.nodes, changed.nodes, **EXACT)
+
+
+def test_identity_steps_leave_the_states_unchanged():
+    h = torch.randn(7, 4, dtype=torch.double)
+    e = torch.randn(GRAPH.shape[1], 4, dtype=torch.double)
+    out = propagate(
+        lambda aggregated, state: state,
+        None,
+        GRAPH,
+        Synchronous(4),
+        state=h,
+        edges=e,
+        edge_step=lambda edges, nodes, edge_index: edges,
+    )
+    assert torch.equal(out.nodes, h) and torch.equal(out.edges, e)
+    # With no rounds, whatever the steps, the states come back as they went in.
+    none = propagate(_NodeMLP(4, 4).double(), None, GRAPH, Synchronous(0), state=h, edges=e, edge_step=_EdgeMLP(4, 4))
+    assert none.nodes is h and none.edges is e
+    # The node step sees exactly the aggregated edges.
+    seen = propagate(lambda m, state: m, None, GRAPH, Synchronous(1), state=h, edges=e, edge_step=lambda x, n, i: x)
+    assert_close(seen.nodes, sum_aggregate(e, GRAPH[1], 7), **EXACT)
+
+
+def test_a_graph_without_edges_and_one_without_nodes():
+    cell = GRUCell(3, 3).double()
+    h = torch.randn(4, 3, dtype=torch.double)
+    no_edges = torch.zeros(2, 0, dtype=torch.long)
+    for aggregate in (sum_aggregate, mean_aggregate, max_aggregate):
+        out = propagate(cell, None, no_edges, Synchronous(2), state=h, aggregate=aggregate)
+        assert_close(out.nodes, cell(torch.zeros_like(h), cell(torch.zeros_like(h), h)), **EXACT)
+    edge_step = _EdgeMLP(2, 3).double()
+    out = propagate(
+        _NodeMLP(2, 3).double(),
+        None,
+        no_edges,
+        Synchronous(2),
+        state=h,
+        edges=torch.zeros(0, 2, dtype=torch.double),
+        edge_step=edge_step,
+    )
+    assert out.edges.shape == (0, 2) and out.nodes.shape == (4, 3)
+    empty = propagate(cell, None, no_edges, Synchronous(3), state=torch.zeros(0, 3, dtype=torch.double))
+    assert empty.nodes.shape == (0, 3)
+    out = propagate(
+        _NodeMLP(2, 3).double(),
+        None,
+        no_edges,
+        Synchronous(3),
+        state=torch.zeros(0, 3, dtype=torch.double),
+        edges=torch.zeros(0, 2, dtype=torch.double),
+        edge_step=edge_step,
+    )
+    assert out.nodes.shape == (0, 3) and out.edges.shape == (0, 2)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.permutations(range(7)), st.permutations(range(GRAPH.shape[1])))
+def test_synchronous_rounds_are_equivariant_to_node_permutation(node_order, edge_order):
+    """Relabelling the nodes (and listing the edges in another order) permutes the result alike."""
+    node_order, edge_order = torch.tensor(node_order), torch.tensor(edge_order)
+    torch.manual_seed(0)
+    node_steps = [_NodeMLP(2, 3).double() for _ in range(2)]
+    edge_steps = [_EdgeMLP(2, 3).double() for _ in range(2)]
+    h = torch.randn(7, 3, dtype=torch.double)
+    e = torch.randn(GRAPH.shape[1], 2, dtype=torch.double)
+    out = propagate(node_steps, None, GRAPH, Synchronous(2), state=h, edges=e, edge_step=edge_steps)
+    new_label = torch.argsort(node_order)  # node node_order[i] becomes node i
+    relabelled = new_label[GRAPH][:, edge_order]
+    moved = propagate(
+        node_steps, None, relabelled, Synchronous(2), state=h[node_order], edges=e[edge_order], edge_step=edge_steps
+    )
+    assert_close(moved.nodes, out.nodes[node_order], atol=1e-12, rtol=0)
+    assert_close(moved.edges, out.edges[edge_order], atol=1e-12, rtol=0)
+
+
+def test_arguments_that_do_not_apply_raise():
+    cell = GRUCell(3, 3)
+    h = torch.randn(7, 3)
+    e = torch.randn(GRAPH.shape[1], 3)
+    sync = Synchronous(2)
+    edge_step = _EdgeMLP(3, 3)
+    for wrong, match in [
+        (dict(inputs=h, state=h), "inputs does not apply to the Synchronous"),
+        (dict(state=h, initial=h), "initial does not apply to the Synchronous"),
+        (dict(state=h, edge_attr=e), "edge_attr does not apply to the Synchronous"),
+        (dict(), "needs every node's initial state"),
+        (dict(state=h, edges=e), "need an edge_step"),
+        (dict(state=h, edges=e[:3], edge_step=edge_step), "edges have 3 rows but edge_index has 9 edges"),
+        (dict(state=h, step=[cell]), "step holds 1 steps, one per round, but the schedule has 2 rounds"),
+        (dict(state=h, edges=e, edge_step=[edge_step] * 3), "edge_step holds 3 steps"),
+    ]:
+        arguments = dict(step=cell, inputs=None) | wrong
+        with pytest.raises(ValueError, match=match):
+            propagate(arguments.pop("step"), arguments.pop("inputs"), GRAPH, sync, **arguments)
+    dag = torch.tensor([[0, 1], [1, 2]])
+    x = torch.randn(3, 3)
+    for wrong, match in [
+        (dict(state=x), "state does not apply to the Topological"),
+        (dict(edges=e[:2]), "edges does not apply to the Topological"),
+        (dict(edge_step=edge_step), "edge_step does not apply to the Topological"),
+        (dict(aggregate=sum_aggregate), "aggregate does not apply to the Topological"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            propagate(cell, x, dag, Topological(), **wrong)
+    with pytest.raises(ValueError, match="one step per round applies to the Synchronous"):
+        propagate([cell], x, dag, Topological())
+    with pytest.raises(ValueError, match="inputs must be a"):
+        propagate(cell, None, dag, Topological())
+    with pytest.raises(TypeError, match="schedule must be"):
+        propagate(cell, x, dag, "synchronous")
+    with pytest.raises(ValueError, match=r"shape \[2, num_edges\]"):
+        propagate_rounds(cell, h, GRAPH[0], 1)

@@ -7,9 +7,7 @@ from hypothesis import strategies as st
 from torch.testing import assert_close
 
 from structnets import CycleError, GRUCell, Synchronous, Topological, propagate, topological_levels
-from structnets.core.propagate import propagate_rounds
 from structnets.core.schedules import compute_levels
-from structnets.graphs.chains import chains
 
 
 @st.composite
@@ -109,46 +107,7 @@ def test_levels_are_cached_with_the_edge_index():
         topological_levels(edge_index, 3)
 
 
-def test_chain_levels_need_no_gathers():
-    graph = chains((4, 3, 3, 1))
-    assert graph.forward.order is None
-    assert graph.forward.sizes == (4, 3, 3, 1)
-    for inputs in graph.forward.inputs[1:]:
-        assert inputs.one_to_one
-        assert all(rows is None for _, rows, _ in inputs.groups)
-    assert graph.backward.sizes == (4, 3, 3, 1)
-    for inputs in graph.backward.inputs[1:]:  # against the chains too, thanks to the tie-break
-        assert inputs.one_to_one
-        assert all(rows is None for _, rows, _ in inputs.groups)
-    assert graph.last.tolist() == [10, 8, 9, 3]
-
-
-def test_synchronous_rounds_match_dense_reference():
-    n = 6
-    edge_index = torch.tensor([[0, 1, 2, 3, 4, 5, 0], [1, 2, 0, 4, 5, 3, 3]])
-    adjacency = torch.zeros(n, n, dtype=torch.double)
-    adjacency[edge_index[1], edge_index[0]] = 1.0
-    cell = GRUCell(4, 4).double()
-    h = torch.randn(n, 4, dtype=torch.double)
-    out = propagate(cell, h, edge_index, Synchronous(rounds=3))
-    expected = h
-    for _ in range(3):
-        expected = cell(adjacency @ expected, expected)
-    assert_close(out, expected, atol=1e-10, rtol=0)
-
-
-def _difference(h, edge_index, edge_attr):
-    return torch.tanh(h[edge_index[0]] - h[edge_index[1]])
-
-
-@settings(max_examples=20, deadline=None)
-@given(st.permutations(range(7)))
-def test_synchronous_rounds_are_permutation_equivariant(perm):
-    perm = torch.tensor(perm)
-    edge_index = torch.tensor([[0, 1, 2, 3, 4, 5, 6, 2], [1, 2, 3, 4, 5, 6, 0, 5]])
-    cell = GRUCell(3, 3).double()
-    h = torch.randn(7, 3, dtype=torch.double)
-    out = propagate_rounds(cell, h, edge_index, 2, message=_difference)
-    inverse = torch.argsort(perm)
-    out_perm = propagate_rounds(cell, h[perm], inverse[edge_index], 2, message=_difference)
-    assert_close(out_perm, out[perm], atol=1e-10, rtol=0)
+def test_synchronous_needs_non_negative_rounds():
+    assert Synchronous(0).rounds == 0
+    with pytest.raises(ValueError, match="rounds must be non-negative"):
+        Synchronous(-1)

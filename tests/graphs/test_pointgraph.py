@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from structnets.graphs.pointgraph import PointGraph, VertexEncoder, build_point_graph, voxel_downsample
+from structnets.graphs.pointgraph import build_point_graph, voxel_downsample
 from structnets.lidar.kitti import load_frame
 
 
@@ -35,26 +35,3 @@ def test_graph_of_a_real_scan(data_dir):
     expected = {(i, j) for i, j in (d <= 1.0).nonzero().tolist()}
     got = {(i, j) for i, j in graph.point_index.t().tolist() if i < 300}
     assert got == expected
-    states = VertexEncoder(state_size=16, hidden=(8,))(points, graph)
-    assert states.shape == (v.shape[0], 16) and torch.isfinite(states).all()
-
-
-def test_point_gnn_is_translation_invariant_and_uses_its_neighbours():
-    from structnets.models import PointGNN, PointGNNConfig
-
-    torch.manual_seed(0)
-    # float64 and a whole-voxel shift: every point falls in the shifted copy of its voxel.
-    points = torch.cat([torch.rand(400, 3, dtype=torch.float64) * 10, torch.rand(400, 1, dtype=torch.float64)], 1)
-    model = PointGNN(PointGNNConfig(state_size=16, layers=2, encoder=(8, 16))).double().eval()
-    graph = build_point_graph(points, voxel_size=1.0, radius=2.5, feature_radius=1.0)
-    logits, boxes = model(points, graph)
-    assert logits.shape == (graph.vertices.shape[0], 4) and boxes.shape == (graph.vertices.shape[0], 3, 8)
-    shifted = points + torch.tensor([100.0, -50.0, 3.0, 0.0], dtype=torch.float64)
-    moved = build_point_graph(shifted, voxel_size=1.0, radius=2.5, feature_radius=1.0)
-    assert torch.equal(moved.edge_index, graph.edge_index)
-    logits2, boxes2 = model(shifted, moved)
-    torch.testing.assert_close(logits2, logits)
-    torch.testing.assert_close(boxes2, boxes)
-    # Without edges the layers see only zeros from max aggregation: the output changes.
-    lonely = PointGraph(graph.vertices, torch.zeros(2, 0, dtype=torch.long), graph.point_index)
-    assert not torch.allclose(model(points, lonely)[0], logits)

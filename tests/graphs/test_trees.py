@@ -1,11 +1,14 @@
-import json
-import random
-
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch_geometric.data import Batch
 
+from structnets.graphs.batch import collate
 from structnets.graphs.trees import (
     ProgramGraph,
+    Tree,
+    TreeBatch,
     TreeSyntaxError,
     Vocabulary,
     batch_trees,
@@ -13,13 +16,11 @@ from structnets.graphs.trees import (
     parse_ptb,
     python_graph,
     read_ptb,
+    tree_data,
     tree_from_networkx,
     tree_from_python,
     tree_from_tuple,
 )
-from structnets.text.arithmetic import ArithmeticConfig, expression_tree, random_expression
-from structnets.text.arithmetic import train as train_arithmetic
-from structnets.text.sentiment import Cell, SentimentConfig, TreeSentiment, evaluate, read_vectors, train
 
 
 def test_parse_ptb_structure():
@@ -65,6 +66,8 @@ def test_read_ptb_reports_the_file_line(tmp_path):
         read_ptb(tmp_path / "empty.txt")
     with pytest.raises(FileNotFoundError):
         read_ptb(tmp_path / "missing.txt")
+    # limit stops reading before the broken third line
+    assert len(read_ptb(path, limit=1)) == 1
 
 
 def test_tuple_trees_and_forest_batches():
@@ -73,71 +76,72 @@ def test_tuple_trees_and_forest_batches():
     vocabulary = Vocabulary.build([first])
     assert vocabulary.tokens == ["<unk>", "a", "b", "c"]
     batch = batch_trees([first, second], vocabulary)
-    assert batch.roots.tolist() == [0, 5]
-    assert batch.tree.tolist() == [0, 0, 0, 0, 0, 1, 1, 1]
+    assert isinstance(batch, TreeBatch) and isinstance(batch, Batch) and batch.num_graphs == 2
+    assert batch.roots.tolist() == [0, 5] and batch.ptr.tolist() == [0, 5, 8]
+    assert batch.batch.tolist() == [0, 0, 0, 0, 0, 1, 1, 1]
     # child -> parent, offset by the first tree's five nodes
     assert batch.edge_index.tolist() == [[1, 2, 3, 4, 6, 7], [0, 1, 1, 0, 5, 5]]
-    assert batch.slots.tolist() == [0, 0, 1, 1, 0, 1]
-    assert batch.token_ids.tolist() == [-1, -1, 1, 2, 3, -1, 0, 1]  # "d" never seen: <unk>
-    assert batch.unknown_tokens == 1 and batch.labels.tolist()[:5] == [1] * 5
+    assert batch.edge_attr.tolist() == [0, 0, 1, 1, 0, 1]
+    assert batch.x.tolist() == [-1, -1, 1, 2, 3, -1, 0, 1]  # "d" never seen: <unk>
+    assert batch.unknown_tokens == 1 and batch.y.tolist() == [1, 1, 1, 1, 1, 3, 2, 4]
     with pytest.raises(ValueError, match="empty list"):
         batch_trees([], vocabulary)
     with pytest.raises(ValueError, match="first token must be <unk>"):
         Vocabulary(["a"])
+    two_roots = Tree([None, 0, None], [0, 0, 0], [None] * 3, ["a", "b", "c"], "forest.txt:3")
+    with pytest.raises(ValueError, match="forest.txt:3: node 0 must be the tree's one root"):
+        batch_trees([two_roots], vocabulary)
 
 
-@pytest.mark.parametrize("cell", list(Cell))
-def test_a_forest_gives_each_tree_what_it_gives_alone(cell):
-    torch.manual_seed(0)
-    trees = [parse_ptb("(3 (2 a) (4 (3 b) (4 c)))"), parse_ptb("(1 (0 c) (2 a))"), parse_ptb("(2 b)")]
-    vocabulary = Vocabulary.build(trees)
-    model = TreeSentiment(len(vocabulary), SentimentConfig(cell=cell, embedding_size=6, hidden_size=5)).eval()
-    together = model(batch_trees(trees, vocabulary))
-    alone = torch.cat([model(batch_trees([t], vocabulary)) for t in trees])
-    torch.testing.assert_close(together, alone)
+def test_a_tree_batch_is_the_container_molecules_use():
+    trees = [parse_ptb("(3 (2 a) (4 (3 b) (4 c)))"), parse_ptb("(2 b)"), parse_ptb("(1 (0 c) (2 a))")]
+    vocabulary = Vocabulary.build(trees[:1])
+    batch = batch_trees(trees, vocabulary)
+    # the same Batch as structnets.graphs.batch.collate (and PyG) make of one Data per tree
+    reference = collate([tree_data(t, vocabulary) for t in trees])
+    for key in ("x", "y", "edge_index", "edge_attr", "batch", "ptr"):
+        assert torch.equal(batch[key], reference[key]), key
+    # and it comes apart again into the trees
+    for alone, tree in zip(batch.to_data_list(), trees):
+        single = tree_data(tree, vocabulary)
+        assert alone.num_nodes == len(tree)
+        for key in ("x", "y", "edge_index", "edge_attr"):
+            assert torch.equal(alone[key], single[key]), key
+    assert batch.to("cpu") is batch  # moved in place: the cached levels stay with edge_index
 
 
-def test_only_the_nary_cell_tells_left_from_right():
-    torch.manual_seed(0)
-    left_right, right_left = parse_ptb("(2 (2 a) (2 b))"), parse_ptb("(2 (2 b) (2 a))")
-    vocabulary = Vocabulary.build([left_right])
-    for cell, differs in [(Cell.NARY, True), (Cell.CHILDSUM, False), (Cell.CHILDSUM_GRU, False)]:
-        model = TreeSentiment(len(vocabulary), SentimentConfig(cell=cell, embedding_size=6, hidden_size=5)).eval()
-        roots = [model(batch_trees([t], vocabulary))[0] for t in (left_right, right_left)]
-        assert (not torch.allclose(*roots)) is differs
+@st.composite
+def _random_trees(draw):
+    trees = []
+    for _ in range(draw(st.integers(1, 4))):
+        size = draw(st.integers(1, 9))
+        parents = [None] + [draw(st.integers(0, node - 1)) for node in range(1, size)]
+        slots, counts = [], {}
+        for parent in parents:
+            slots.append(0 if parent is None else counts.get(parent, 0))
+            if parent is not None:
+                counts[parent] = counts.get(parent, 0) + 1
+        tokens = [draw(st.sampled_from([None, "a", "b", "zz"])) for _ in range(size)]
+        labels = [draw(st.sampled_from([None, 0, 4])) for _ in range(size)]
+        trees.append(Tree(parents, slots, labels, tokens))
+    return trees
 
 
-def test_vectors_file(tmp_path):
-    vocabulary = Vocabulary(["<unk>", "good", "bad"])
-    (tmp_path / "v.txt").write_text("2 3\ngood 1 2 3\nugly 0 0 1\n")
-    vectors, found = read_vectors(tmp_path / "v.txt", vocabulary, 3)
-    assert found == 1 and vectors[1].tolist() == [1, 2, 3] and vectors[2].abs().sum() == 0
-    (tmp_path / "bad.txt").write_text("good 1 2\n")
-    with pytest.raises(ValueError, match=r"bad.txt:1: expected a word and 3 numbers, got 2"):
-        read_vectors(tmp_path / "bad.txt", vocabulary, 3)
-
-
-def test_sst_training_learns_and_evaluates(tmp_path, data_dir):
-    config = SentimentConfig(data_dir=str(data_dir), limit=200, epochs=3, embedding_size=16, hidden_size=16)
-    metrics = train(config, tmp_path / "run", progress=False)
-    losses = [h["train_loss"] for h in metrics["history"]]
-    assert losses[-1] < losses[0]
-    assert set(metrics["dev"]) >= {"fine_accuracy", "binary_accuracy", "unknown_tokens"}
-    assert torch.load(tmp_path / "run" / "model.pt", weights_only=True)["vocabulary"][0] == "<unk>"
-    result = evaluate(tmp_path / "run", data_dir / "sst" / "dev.txt", tmp_path / "eval")
-    on_disk = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert on_disk["trees"] == 1101 and on_disk["binary_trees"] == 872
-    assert 0 <= result["fine_accuracy"] <= 1 and result["unknown_tokens"] > 0
-
-
-def test_labels_and_arity_are_checked(tmp_path, data_dir):
-    (tmp_path / "wide.txt").write_text("(2 (2 a) (2 b) (2 c))\n")
-    (tmp_path / "label.txt").write_text("(7 (2 a) (2 b))\n")
-    dev = str(data_dir / "sst" / "dev.txt")
-    with pytest.raises(ValueError, match="wide.txt:1: a node has 3 children; the binary Tree-LSTM takes 2"):
-        train(SentimentConfig(data=str(tmp_path / "wide.txt"), dev=dev), tmp_path / "r")
-    with pytest.raises(ValueError, match="label.txt:1: SST labels must be integers 0-4"):
-        train(SentimentConfig(data=str(tmp_path / "label.txt"), dev=dev), tmp_path / "r")
+@settings(max_examples=40, deadline=None)
+@given(_random_trees())
+def test_batching_then_unbatching_is_the_identity(trees):
+    vocabulary = Vocabulary(["<unk>", "a", "b"])
+    batch = batch_trees(trees, vocabulary)
+    assert batch.edge_index.shape[1] == sum(len(t) - 1 for t in trees)
+    assert bool((batch.edge_index[0] > batch.edge_index[1]).all())  # pre-order: children after parents
+    for alone, tree in zip(batch.to_data_list(), trees):
+        assert alone.edge_index.tolist() == [
+            [v for v, p in enumerate(tree.parents) if p is not None],
+            [p for p in tree.parents if p is not None],
+        ]
+        assert alone.edge_attr.tolist() == tree.slots[1:]
+        assert alone.x.tolist() == [-1 if t is None else vocabulary.id(t) for t in tree.tokens]
+        assert alone.y.tolist() == [-1 if y is None else y for y in tree.labels]
 
 
 def test_python_source_becomes_an_ordered_tree():
@@ -148,38 +152,6 @@ def test_python_source_becomes_an_ordered_tree():
     assert tree.leaves == ["3", "Sub", "4", "Mult", "Name:x"]
     with pytest.raises(SyntaxError):
         tree_from_python("(3 -")
-
-
-def test_random_expressions_have_the_asked_depth_and_value():
-    rng = random.Random(0)
-    for depth in range(0, 6):
-        for _ in range(20):
-            expression = random_expression(depth, rng)
-            tree, value = expression_tree(expression)
-            assert value == eval(expression) % 10  # noqa: S307  (test-only check against Python itself)
-            # operator depth: BinOps on the longest root-to-leaf path
-            binops = [t == "BinOp" for t in tree.tokens]
-            deepest = 0
-            for node in range(len(tree)):
-                count, at = 0, node
-                while at is not None:
-                    count += binops[at]
-                    at = tree.parents[at]
-                deepest = max(deepest, count)
-            assert deepest == depth
-    with pytest.raises(ValueError, match="only \\+ - \\* and integer literals"):
-        expression_tree("2 / 3")
-
-
-def test_arithmetic_task_writes_its_table_and_plot(tmp_path):
-    config = ArithmeticConfig(train_depth=2, test_depth=3, train_examples=200, test_examples_per_depth=20, epochs=2)
-    metrics = train_arithmetic(config, tmp_path / "run", progress=False)
-    assert list(metrics["accuracy_by_depth"]) == ["1", "2", "3"]
-    assert all(0 <= v <= 1 for v in metrics["accuracy_by_depth"].values())
-    assert (tmp_path / "run" / "accuracy_by_depth.png").stat().st_size > 1000
-    assert torch.load(tmp_path / "run" / "model.pt", weights_only=True)["vocabulary"][0] == "<unk>"
-    with pytest.raises(ValueError, match="train_depth <= test_depth"):
-        ArithmeticConfig(train_depth=4, test_depth=3)
 
 
 def test_networkx_trees_and_dags():
@@ -216,56 +188,6 @@ def test_networkx_trees_and_dags():
     dag.add_edge("z", "x")
     with pytest.raises(ValueError, match="not a DAG: the graph has the cycle"):
         dag_edges_from_networkx(dag)
-
-
-def test_bidirectional_pass_gives_leaves_their_context():
-    from structnets.models import TreeClassifier
-
-    torch.manual_seed(0)
-    trees = [tree_from_python("a + b"), tree_from_python("a + c")]  # BinOp, Name:a, Add, Name:b|c
-    vocabulary = Vocabulary.build(trees)
-    batch = batch_trees(trees, vocabulary)
-    for bidirectional in (False, True):
-        model = TreeClassifier(len(vocabulary), 3, 6, 5, num_children=3, bidirectional=bidirectional)
-        out = model(batch)
-        # Node 1 and node 5 are the leaf "a" of each tree; only its sibling differs.
-        assert torch.allclose(out[1], out[5]) is (not bidirectional)
-
-
-def test_trees_command_line(tmp_path, data_dir, capsys):
-    from structnets.cli import main
-
-    common = ["--data-dir", str(data_dir), "--limit", "30", "--epochs", "1", "--no-progress"]
-    assert (
-        main(["trees", "train", *common, "--embedding-size", "8", "--hidden-size", "8", "--out", str(tmp_path / "run")])
-        == 0
-    )
-    dev = str(data_dir / "sst" / "dev.txt")
-    assert (
-        main(["trees", "evaluate", "--model", str(tmp_path / "run"), "--data", dev, "--out", str(tmp_path / "ev")]) == 0
-    )
-    assert "binary" in capsys.readouterr().out
-    (tmp_path / "bad.txt").write_text("(2 (2 a) (2 b)\n")
-    bad = ["trees", "evaluate", "--model", str(tmp_path / "run"), "--data", str(tmp_path / "bad.txt")]
-    assert main([*bad, "--out", str(tmp_path / "ev2")]) == 2
-    assert "bad.txt:1:1: '(' never closed" in capsys.readouterr().err
-    arithmetic = ["trees", "arithmetic", "--train-depth", "1", "--test-depth", "2", "--train-examples", "50"]
-    assert (
-        main(
-            [
-                *arithmetic,
-                "--epochs",
-                "1",
-                "--test-examples-per-depth",
-                "10",
-                "--out",
-                str(tmp_path / "ar"),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
-    assert json.loads((tmp_path / "ar" / "metrics.json").read_text())["train_depths"] == [1]
 
 
 def test_python_graph_links_definitions_to_later_uses():

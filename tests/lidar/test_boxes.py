@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from structnets.lidar.boxes import average_precision, box_corners_bev, iou_3d, iou_bev, match_detections
+from structnets.lidar.boxes import IoUKind, average_precision, box_corners_bev, iou_3d, iou_bev, match_detections
 
 
 def box(x=0.0, y=0.0, z=0.0, length=4.0, w=2.0, h=1.5, yaw=0.0):
@@ -50,3 +50,10 @@ def test_matching_and_average_precision():
     assert average_precision(torch.tensor([0.5]), torch.tensor([True]), 2) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="at least one ground truth"):
         average_precision(scores, positive, 0)
+
+
+def test_iou_kind_picks_the_overlap():
+    a, b = box(0.0, 0.0), box(1.0, 0.0, z=0.5)
+    torch.testing.assert_close(IoUKind.BEV(a, b), iou_bev(a, b))
+    torch.testing.assert_close(IoUKind("3d")(a, b), iou_3d(a, b))
+    assert IoUKind.THREE_D(a, b) < IoUKind.BEV(a, b)  # the boxes are offset in height too

@@ -4,7 +4,18 @@ from collections import Counter
 import pytest
 import torch
 
-from structnets.lidar.kitti import boxes_in_lidar, load_frame, read_calibration, read_labels, read_velodyne
+from structnets.lidar.boxes import points_in_boxes
+from structnets.lidar.kitti import (
+    boxes_in_lidar,
+    format_label,
+    in_camera_view,
+    label_from_box,
+    load_frame,
+    read_calibration,
+    read_labels,
+    read_velodyne,
+    write_labels,
+)
 
 
 @pytest.fixture
@@ -70,3 +81,32 @@ def test_bad_files_are_named(tmp_path, root):
     (tmp_path / "few.txt").write_text("Car 0 0\n")
     with pytest.raises(ValueError, match=r"few.txt, line 1: 3 fields, expected 15"):
         read_labels(tmp_path / "few.txt")
+
+
+def test_labels_round_trip_through_the_lidar_frame(data_dir, tmp_path):
+    _, calibration, objects = load_frame(1, data_dir / "kitti_sample")
+    objects = [o for o in objects if o.type != "DontCare"]  # DontCare regions are 2D only
+    assert objects
+    boxes = boxes_in_lidar(objects, calibration)
+    rebuilt = [label_from_box(o.type, b, calibration, score=0.5) for o, b in zip(objects, boxes)]
+    for original, new in zip(objects, rebuilt):
+        assert new.location == pytest.approx(original.location, abs=1e-3)
+        assert new.rotation_y == pytest.approx(original.rotation_y, abs=1e-4)
+        assert new.alpha == pytest.approx(original.alpha, abs=0.02)
+        if original.bbox[2] - original.bbox[0] < 1200:  # not cut by the image's edge
+            assert new.bbox == pytest.approx(original.bbox, abs=25)  # a box's projection is not KITTI's tight 2D box
+    write_labels(tmp_path / "x.txt", rebuilt)
+    again = read_labels(tmp_path / "x.txt")
+    assert [o.score for o in again] == [0.5] * len(objects)
+    assert format_label(again[0]).split()[0] == objects[0].type
+    torch.testing.assert_close(boxes_in_lidar(again, calibration), boxes, atol=0.01, rtol=0)
+
+
+def test_camera_view_crop(data_dir):
+    points, calibration, objects = load_frame(0, data_dir / "kitti_sample")
+    view = in_camera_view(points, calibration)
+    assert 0.1 < view.float().mean() < 0.35  # a quarter of the 360-degree scan, give or take
+    assert (points[view, 0] > 0).all()
+    boxes = boxes_in_lidar(objects, calibration)
+    inside = points_in_boxes(points, boxes[:1]).squeeze(1)
+    assert view[inside].all()  # the labelled pedestrian is in view

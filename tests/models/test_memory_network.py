@@ -1,14 +1,12 @@
-"""Tests for the memory-augmented networks (structnets.models.memory) and their tasks."""
+"""Tests for the memory-augmented networks (structnets.models.memory_network)."""
 
 import itertools
-import json
 import math
 
 import pytest
 import torch
 from torch.nn import functional as F
 
-from structnets.cli import main
 from structnets.models.memory_network import (
     Addressing,
     MemoryConfig,
@@ -23,15 +21,7 @@ from structnets.models.memory_network import (
     update_precedence,
     update_usage,
 )
-from structnets.sequences import copy_recall as memory_tasks
-from structnets.sequences.copy_recall import (
-    MemoryTaskConfig,
-    copy_batch,
-    evaluate,
-    load_model,
-    recall_batch,
-    run,
-)
+from structnets.train.checkpoint import load_model, save_checkpoint
 
 DOUBLE = torch.float64
 
@@ -210,109 +200,19 @@ def test_a_sequence_alone_gives_the_same_outputs_as_in_a_batch(addressing):
 def test_bad_sizes_are_clear_errors():
     with pytest.raises(ValueError, match="memory_size must be a positive integer, got 0"):
         MemoryConfig(input_size=3, output_size=2, memory_size=0)
-    with pytest.raises(ValueError, match="memory_size must be a positive integer"):
-        MemoryTaskConfig(memory_size=0)
     with pytest.raises(ValueError, match="shift_range"):
         MemoryConfig(input_size=3, output_size=2, memory_size=2, addressing=Addressing.NTM, shift_range=1)
     model = MemoryNetwork(MemoryConfig(input_size=3, output_size=2, memory_size=4))
     with pytest.raises(ValueError, match=r"expected inputs of shape \[batch, time, 3\]"):
         model(torch.zeros(1, 5, 4))
-    # The copy model was built with 32 locations; a 40-step copy cannot fit.
-    config = MemoryTaskConfig(steps=1)
-    with pytest.raises(ValueError, match="a copy of length 40 has 40 data steps, more than the 32 memory locations"):
-        evaluate(memory_tasks.build_model(config), config, 40)
-    with pytest.raises(ValueError, match="more than the 32 memory locations"):
-        MemoryTaskConfig(max_train_size=20, eval_size=40)
-
-
-def test_copy_batch_layout():
-    batch = copy_batch(torch.tensor([3, 1]), 4, torch.Generator().manual_seed(0))
-    assert batch.inputs.shape == (2, 7, 5) and batch.targets.shape == (2, 7, 4)
-    for row, length in enumerate([3, 1]):
-        data = batch.inputs[row, :length, :4]
-        assert batch.inputs[row, length].tolist() == [0, 0, 0, 0, 1]  # the delimiter step
-        assert float(batch.inputs[row, length + 1 :].abs().sum()) == 0  # blank while answering
-        torch.testing.assert_close(batch.targets[row, length + 1 : 2 * length + 1], data)
-        assert batch.mask[row].tolist() == [0.0] * (length + 1) + [1.0] * length + [0.0] * (6 - 2 * length)
-
-
-def test_recall_batch_asks_for_the_item_after_the_query():
-    batch = recall_batch(torch.tensor([3, 5, 2]), 2, 4, torch.Generator().manual_seed(5))
-    for row, count in enumerate([3, 5, 2]):
-        inputs = batch.inputs[row]
-        starts = torch.nonzero(inputs[:, 4]).view(-1).tolist()
-        assert starts == [3 * k for k in range(count)]
-        items = [inputs[s + 1 : s + 3, :4] for s in starts]
-        query_marks = torch.nonzero(inputs[:, 5]).view(-1).tolist()
-        assert query_marks == [3 * count, 3 * count + 3]
-        query = inputs[3 * count + 1 : 3 * count + 3, :4]
-        position = next(k for k, item in enumerate(items) if torch.equal(item, query))
-        answer = batch.targets[row][batch.mask[row] == 1]
-        torch.testing.assert_close(answer, items[position + 1])
 
 
 @pytest.mark.parametrize("addressing", list(Addressing))
-def test_the_network_learns_a_tiny_copy_task(addressing):
-    # Lengths 1-3 of 4 bits: a few dozen steps take the loss well below chance (ln 2).
-    config = MemoryTaskConfig(
-        addressing=addressing, bits=4, max_train_size=3, memory_size=8, word_size=8, hidden_size=32,
-        batch_size=16, steps=80, lr=1e-2, loss_log_every=10, eval_sequences=64,
-    )  # fmt: skip
-    log = memory_tasks.TrainingLog()
-    model = memory_tasks.train(config, progress=False, log=log)
-    assert log.loss_curve[0] > 0.6
-    assert log.loss_curve[-1] < 0.45, log.loss_curve
-    assert all(math.isfinite(value) for value in log.loss_curve + log.grad_norm_curve)
-    assert evaluate(model, config, 2)["bit_accuracy"] > 0.75
-
-
-def test_run_writes_artefacts_and_the_checkpoint_reloads(tmp_path):
-    config = MemoryTaskConfig(
-        bits=3,
-        max_train_size=3,
-        memory_size=8,
-        hidden_size=8,
-        word_size=4,
-        batch_size=4,
-        steps=4,
-        loss_log_every=2,
-        eval_sequences=8,
-    )
-    metrics = run(config, tmp_path, progress=False)
-    written = json.loads((tmp_path / "metrics.json").read_text())
-    assert written["test"]["size"] == 6 and written["finite"] is True
-    assert list(written["accuracy_by_size"]) == [str(s) for s in range(1, 7)]
-    for picture in ("training.png", "weightings.png"):
-        assert (tmp_path / picture).read_bytes()[:4] == b"\x89PNG"
-    model, restored = load_model(tmp_path / "model.pt")
-    assert restored == config
-    assert evaluate(model, restored) == metrics["test"]
-
-
-def test_cli_trains_and_evaluates(tmp_path, capsys):
-    out = tmp_path / "run"
-    common = [
-        "--out",
-        str(out),
-        "--steps",
-        "2",
-        "--hidden-size",
-        "8",
-        "--word-size",
-        "4",
-        "--batch-size",
-        "2",
-        "--eval-sequences",
-        "4",
-        "--no-progress",
-    ]
-    assert main(["memory", "train", "--task", "recall", "--addressing", "ntm", "--max-train-size", "3", *common]) == 0
-    assert "recall (NTM): per-bit accuracy" in capsys.readouterr().out
-    assert main(["memory", "evaluate", "--model", str(out), "--length", "4", "--plot", str(tmp_path / "w.png")]) == 0
-    assert json.loads(capsys.readouterr().out)["size"] == 4
-    assert (tmp_path / "w.png").is_file()
-    # 20 items of 3 steps need 60 locations; the recall model has 48.
-    assert main(["memory", "evaluate", "--model", str(out), "--length", "20"]) == 2
-    assert "more than the 48 memory locations" in capsys.readouterr().err
-    assert main(["memory", "train", "--memory-size", "0", *common]) == 2
-    assert "memory_size must be a positive integer, got 0" in capsys.readouterr().err
+def test_a_checkpoint_rebuilds_the_network_from_its_config(tmp_path, addressing):
+    config = MemoryConfig(input_size=3, output_size=2, hidden_size=8, memory_size=5, word_size=3, addressing=addressing)
+    model = MemoryNetwork(config).eval()
+    save_checkpoint(tmp_path / "model.pt", model, task="test")
+    restored, checkpoint = load_model(tmp_path / "model.pt", task="test")
+    assert restored.config == config and checkpoint.model_config["addressing"] == addressing.value
+    inputs = torch.rand(2, 4, 3)
+    torch.testing.assert_close(restored(inputs).outputs, model(inputs).outputs)

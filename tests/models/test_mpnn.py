@@ -3,9 +3,9 @@ import torch
 from torch.testing import assert_close
 from torch_geometric.data import Batch, Data
 from torch_geometric.nn import NNConv
-from torch_geometric.nn.aggr import Set2Set as PyGSet2Set
 
-from structnets.models import MPNN, MPNNConfig, Set2Set
+from structnets.models import MPNN, MPNNConfig
+from structnets.models import mpnn as mpnn_module
 
 EXACT = dict(atol=1e-10, rtol=0)
 
@@ -21,29 +21,21 @@ def _random_graph(num_nodes: int, atom: int = 5, bond: int = 3) -> Data:
     )
 
 
-def test_set2set_matches_torch_geometric():
-    ours = Set2Set(6, steps=3).double()
-    theirs = PyGSet2Set(6, processing_steps=3).double()
-    theirs.lstm.load_state_dict({f"{k}_l0": v for k, v in ours.cell.state_dict().items()})
-    x = torch.randn(10, 6, dtype=torch.double)
-    batch = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2, 2])
-    assert_close(ours(x, batch, 3), theirs(x, batch), **EXACT)
-
-
+@pytest.mark.parametrize("rounds", [1, 3])
 @pytest.mark.parametrize("discrete", [False, True])
-def test_one_round_matches_nnconv_and_gru(discrete):
+def test_rounds_match_nnconv_and_gru(discrete, rounds):
     """The edge-network message is torch_geometric's NNConv (sum aggregation), transposed.
 
     Discrete (one-hot) bond features take the per-bond-type path, continuous ones the
-    per-edge path; both must give NNConv's result.
+    per-edge path; both must give NNConv's result, outputs and gradients.
     """
-    config = MPNNConfig(atom_features=5, bond_features=3, hidden_size=4, rounds=1)
+    config = MPNNConfig(atom_features=5, bond_features=3, hidden_size=4, rounds=rounds)
     model = MPNN(config).double()
     graph = _random_graph(6)
     if discrete:
         graph.edge_attr = torch.nn.functional.one_hot(torch.randint(0, 3, (graph.edge_index.shape[1],)), 3).double()
     conv = NNConv(4, 4, model.edge_network.net, aggr="add", root_weight=False, bias=False).double()
-    h0, h1 = model.node_states(graph.x, graph.edge_index, graph.edge_attr)
+    h0, h = model.node_states(graph.x, graph.edge_index, graph.edge_attr)
 
     # NNConv multiplies x_j (as a row) by W(e); the MPNN multiplies A(e) by h_w (a column).
     class Transposed(torch.nn.Module):
@@ -51,8 +43,49 @@ def test_one_round_matches_nnconv_and_gru(discrete):
             return model.edge_network(e).transpose(1, 2).reshape(len(e), -1)
 
     conv.nn = Transposed()
-    expected = model.update(conv(h0, graph.edge_index, graph.edge_attr), h0)
-    assert_close(h1, expected, **EXACT)
+    expected = h0
+    for _ in range(rounds):
+        expected = model.update(conv(expected, graph.edge_index, graph.edge_attr), expected)
+    assert_close(h, expected, **EXACT)
+    parameters = list(model.edge_network.parameters()) + list(model.update.parameters())
+    ours = torch.autograd.grad(h.square().sum(), parameters)
+    theirs = torch.autograd.grad(expected.square().sum(), parameters)
+    for a, b in zip(ours, theirs):
+        assert_close(a, b, **EXACT)
+
+
+def test_typed_and_per_edge_messages_agree(monkeypatch):
+    model = MPNN(MPNNConfig(atom_features=5, bond_features=3, num_targets=2, sum_readout=True)).double()
+    graphs = [_random_graph(n) for n in (3, 5, 8)]
+    for g in graphs:
+        g.edge_attr = torch.nn.functional.one_hot(torch.randint(0, 3, (g.edge_index.shape[1],)), 3).double()
+    batch = Batch.from_data_list(graphs)
+    results = []
+    for limit in (10**9, 0):  # every graph through the per-type path, then through the per-edge one
+        monkeypatch.setattr(mpnn_module, "_TYPED_MESSAGE_LIMIT", limit)
+        model.zero_grad()
+        out = model.forward_batch(batch)
+        out.square().sum().backward()
+        results.append((out.detach(), [p.grad.clone() for p in model.parameters()]))
+    assert_close(results[0][0], results[1][0], **EXACT)
+    for a, b in zip(results[0][1], results[1][1]):
+        assert_close(a, b, **EXACT)
+
+
+def test_state_dict_keys_are_those_of_trained_checkpoints():
+    """Checkpoints of earlier versions load: the parameters keep their names."""
+    model = MPNN(MPNNConfig(atom_features=5, bond_features=3))
+    modules = {key.rsplit(".", 1)[0] for key in model.state_dict()}
+    assert modules == {
+        "embed.0",
+        "edge_network.net.0",
+        "edge_network.net.2",
+        "update",
+        "readout.cell",
+        "head.0",
+        "head.3",
+    }
+    assert len(model.state_dict()) == 18
 
 
 def test_prediction_is_invariant_to_atom_order():

@@ -1,3 +1,4 @@
+import argparse
 import dataclasses
 import json
 import os
@@ -11,7 +12,8 @@ import torch
 
 from structnets.models.gns import GNSConfig, LearnedSimulator
 from structnets.physics.particles import Trajectory, read_metadata, write_trajectories
-from structnets.physics.simulate import TrainConfig, evaluate, render, train
+from structnets.physics.simulate import SimulateConfig, evaluate, load_simulator, render, train
+from structnets.train.checkpoint import CheckpointError, RunDirectory, checkpoint_bytes, load_checkpoint
 
 
 @pytest.fixture
@@ -45,6 +47,12 @@ def ballistic(tmp_path):
     return tmp_path
 
 
+def _config(steps: int, **engine) -> SimulateConfig:
+    defaults = SimulateConfig()
+    train_config = dataclasses.replace(defaults.train, steps=steps, progress=False, **engine)
+    return SimulateConfig(latent_size=16, message_passing_steps=2, train=train_config)
+
+
 def test_step_and_rollout_shapes(ballistic):
     model = LearnedSimulator(read_metadata(ballistic), GNSConfig(latent_size=16, message_passing_steps=2))
     history = torch.rand(7, 6, 2) * 0.2 + 0.4
@@ -53,21 +61,36 @@ def test_step_and_rollout_shapes(ballistic):
     assert model.rollout(history.transpose(0, 1), kinds, 4).shape == (4, 7, 2)
 
 
-def test_training_beats_constant_velocity_and_writes_everything(ballistic, tmp_path):
-    config = TrainConfig(latent_size=32, message_passing_steps=2, steps=300, lr=3e-3, noise_std=0.0)
-    metrics = train(config, ballistic, tmp_path / "run", progress=False)
-    assert metrics["steps"] == 300 and metrics["history"][-1]["loss"] < metrics["history"][0]["loss"]
+def test_defaults_are_todays():
+    engine = SimulateConfig().train
+    assert (SimulateConfig().latent_size, SimulateConfig().message_passing_steps) == (128, 10)
+    assert (engine.steps, engine.batch_size, engine.lr) == (20000, 2, 1e-3)
+    assert engine.lr * engine.min_lr_ratio == pytest.approx(1e-5)
+    assert engine.schedule.value == "exponential" and engine.lr_by_clock and engine.clip_grad_norm == 1.0
+
+
+def test_training_beats_constant_velocity_and_writes_everything(ballistic, tmp_path, one_thread):
+    config = dataclasses.replace(_config(300, lr=3e-3), latent_size=32, noise_std=0.0)
+    metrics = train(config, ballistic, tmp_path / "run")
+    losses = [h["train_loss"] for h in metrics["history"] if "train_loss" in h]
+    assert metrics["steps"] == 300 and losses[-1] < losses[0]
+    assert metrics["best"]["step"] == 300 and metrics["best"]["val_one_step_mse"] > 0  # validated at the end
     result = evaluate(tmp_path / "run", ballistic, "test", tmp_path / "eval")
     on_disk = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert set(on_disk) >= {"one_step_mse", "rollout_mse", "baseline_one_step_mse", "baseline_rollout_mse"}
+    assert "rollout_steps_per_second" not in on_disk and result["rollout_steps_per_second"] > 0
     # Gravity is all there is to learn; constant velocity misses it quadratically in time.
     assert result["rollout_mse"] < 0.3 * result["baseline_rollout_mse"]
-    assert torch.load(tmp_path / "run" / "model.pt", weights_only=True)["gns_config"]["latent_size"] == 32
+    assert result["one_step_mse"] < 0.3 * result["baseline_one_step_mse"]
+    checkpoint = load_checkpoint(tmp_path / "run", task="simulate")
+    assert checkpoint.model_config["latent_size"] == 32 and checkpoint.task_config["train"]["steps"] == 300
+    model, _ = load_simulator(tmp_path / "run")
+    assert model.radius == 0.05 and not model.training
     gif = render(tmp_path / "eval" / "rollout.npz", tmp_path / "rollout.gif", every=8)
     assert gif.stat().st_size > 1000
 
 
-def test_simulate_command_line(tmp_path, capsys):
+def test_simulate_command_line(tmp_path, capsys, one_thread):
     from structnets.cli import main
 
     data, run = str(tmp_path / "data"), str(tmp_path / "run")
@@ -76,7 +99,8 @@ def test_simulate_command_line(tmp_path, capsys):
         == 0
     )
     small = ["--latent-size", "16", "--message-passing-steps", "2", "--steps", "5", "--no-progress"]
-    assert main(["simulate", "train", "--data", data, "--out", run, *small]) == 0
+    assert main(["simulate", "train", "--data", data, "--out", run, *small, "--final-lr", "1e-4"]) == 0
+    assert load_checkpoint(run).task_config["train"]["min_lr_ratio"] == pytest.approx(0.1)
     assert main(["simulate", "evaluate", "--model", run, "--data", data, "--out", str(tmp_path / "ev")]) == 0
     assert "rollout MSE" in capsys.readouterr().out
     gif = str(tmp_path / "r.gif")
@@ -90,23 +114,116 @@ def test_simulate_command_line(tmp_path, capsys):
     assert "missing field(s) bounds" in capsys.readouterr().err
 
 
-def test_resume_continues_from_the_checkpoint(ballistic, tmp_path):
-    config = TrainConfig(latent_size=16, message_passing_steps=2, steps=5)
-    train(config, ballistic, tmp_path / "run", progress=False)
-    first = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
-    assert first["step"] == 5
-    metrics = train(dataclasses.replace(config, steps=8), ballistic, tmp_path / "run", progress=False, resume=True)
-    again = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
-    assert metrics["steps"] == 8 and again["step"] == 8
-    assert not torch.equal(first["state_dict"]["decoder.0.weight"], again["state_dict"]["decoder.0.weight"])
+def test_every_flag_has_help_and_its_default():
+    from structnets.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices["simulate"]._subparsers._group_actions[0]
+    for name, parser in commands.choices.items():
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help and ("default:" in action.help or "required" in action.help), (name, action.dest)
+    train_flags = {flag for action in commands.choices["train"]._actions for flag in action.option_strings}
+    common = {"--out", "--steps", "--max-seconds", "--device", "--seed", "--resume", "--no-progress", "--batch-size"}
+    assert common | {"--lr", "--final-lr", "--noise-std", "--ema-decay", "--max-train-seconds"} <= train_flags
+    assert {"--minutes", "--max-seconds", "--no-progress"} <= {
+        flag for action in commands.choices["demo"]._actions for flag in action.option_strings
+    }
+
+
+def test_resume_continues_from_the_checkpoint(ballistic, tmp_path, one_thread):
+    from structnets.cli import main
+
+    config = _config(5)
+    train(config, ballistic, tmp_path / "run")
+    first = load_checkpoint(tmp_path / "run")
+    resumed = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=8, resume=tmp_path / "run"))
+    metrics = train(resumed, ballistic, tmp_path / "run")
+    again = load_checkpoint(tmp_path / "run")
+    on_disk = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["steps"] == 8 and on_disk["steps"] == 8
+    assert [h["step"] for h in on_disk["history"] if "val_loss" in h] == [5, 8]  # the first run's history goes on
+    assert not torch.equal(first.state_dict["decoder.0.weight"], again.state_dict["decoder.0.weight"])
+    wider = dataclasses.replace(resumed, latent_size=8, train=dataclasses.replace(resumed.train, steps=9))
     with pytest.raises(ValueError, match="was trained with"):
-        train(
-            dataclasses.replace(config, latent_size=8, steps=9),
-            ballistic,
-            tmp_path / "run",
-            progress=False,
-            resume=True,
+        train(wider, ballistic, tmp_path / "run")
+    # On the command line a bare --resume continues the --out run, as it always did.
+    small = ["--latent-size", "16", "--message-passing-steps", "2", "--no-progress"]
+    args = ["simulate", "train", "--data", str(ballistic), "--out", str(tmp_path / "run"), *small]
+    assert main([*args, "--steps", "10", "--resume"]) == 0
+    history = json.loads((tmp_path / "run" / "metrics.json").read_text())["history"]
+    assert [h["step"] for h in history if "val_loss" in h] == [5, 8, 10]
+
+
+def test_same_seed_gives_identical_metrics(ballistic, tmp_path, one_thread):
+    for name in ("a", "b"):
+        train(_config(6, eval_every=3), ballistic, tmp_path / name)
+        evaluate(tmp_path / name, ballistic, "test", tmp_path / f"eval-{name}", max_trajectories=1)
+    for name in ("metrics.json", "model.pt"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert (tmp_path / "eval-a" / "metrics.json").read_bytes() == (tmp_path / "eval-b" / "metrics.json").read_bytes()
+    train(dataclasses.replace(_config(6, eval_every=3, seed=1)), ballistic, tmp_path / "c")
+    assert (tmp_path / "c" / "metrics.json").read_bytes() != (tmp_path / "a" / "metrics.json").read_bytes()
+
+
+def test_ema_weights_are_what_is_validated_and_kept(ballistic, tmp_path, one_thread):
+    plain = train(_config(6), ballistic, tmp_path / "plain")
+    averaged = train(_config(6, ema_decay=0.5), ballistic, tmp_path / "ema")
+    assert [h["train_loss"] for h in averaged["history"] if "train_loss" in h] == [
+        h["train_loss"] for h in plain["history"] if "train_loss" in h
+    ]  # the same steps, then another set of weights kept
+    assert averaged["best"]["val_loss"] != plain["best"]["val_loss"]
+    ema, _ = load_simulator(tmp_path / "ema")
+    last, _ = load_simulator(tmp_path / "plain")
+    assert not torch.equal(ema.decoder[0].weight, last.decoder[0].weight)
+
+
+def test_evaluate_refuses_an_unfinished_run_and_another_tasks_checkpoint(ballistic, tmp_path, capsys):
+    from structnets.cli import main
+
+    def evaluate_cli(run) -> str:
+        assert (
+            main(["simulate", "evaluate", "--model", str(run), "--data", str(ballistic), "--out", str(tmp_path)]) == 2
         )
+        message = capsys.readouterr().err.strip()
+        assert len(message.splitlines()) == 1 and str(run) in message
+        return message
+
+    RunDirectory.start(tmp_path / "unfinished", task="simulate")
+    assert "incomplete" in evaluate_cli(tmp_path / "unfinished")
+    other = RunDirectory.start(tmp_path / "other", task="molprop")
+    other.finish()
+    assert "a run of task 'molprop'" in evaluate_cli(tmp_path / "other")
+    # A run that says simulate but holds another task's checkpoint.
+    model = LearnedSimulator(read_metadata(ballistic), GNSConfig(latent_size=8, message_passing_steps=1))
+    swapped = RunDirectory.start(tmp_path / "swapped", task="simulate")
+    swapped.write_bytes("model.pt", checkpoint_bytes(model, task="molprop"))
+    swapped.finish()
+    assert "a checkpoint of task 'molprop'" in evaluate_cli(tmp_path / "swapped")
+    # The simulator's checkpoint without its metadata cannot be rebuilt: one line naming the file.
+    bare = RunDirectory.start(tmp_path / "bare", task="simulate")
+    bare.save_model(model)
+    bare.finish()
+    with pytest.raises(CheckpointError, match="model.pt: not a learned simulator"):
+        load_simulator(tmp_path / "bare")
+
+
+def test_demo_runs_with_a_tiny_budget(tmp_path, monkeypatch, capsys, one_thread):
+    from structnets.cli import main
+    from structnets.physics import sph
+
+    real = sph.generate_dataset
+
+    def small(out, **kwargs):  # the demo's dataset, shortened
+        return real(out, trajectories={"train": 1, "valid": 1, "test": 1}, frames=12, max_particles=60, seed=0)
+
+    monkeypatch.setattr(sph, "generate_dataset", small)
+    assert main(["simulate", "demo", "--out", str(tmp_path / "demo"), "--max-seconds", "1", "--no-progress"]) == 0
+    assert "rollout MSE" in capsys.readouterr().out
+    assert {"metrics.json", "timing.json", "rollout.npz", "rollout.gif"} <= {
+        p.name for p in (tmp_path / "demo").iterdir()
+    }
+    assert json.loads((tmp_path / "demo" / "model" / "metrics.json").read_text())["stop"] in ("time", "done")
 
 
 def test_distributed_training_with_gloo(ballistic, tmp_path):
@@ -123,5 +240,5 @@ def test_distributed_training_with_gloo(ballistic, tmp_path):
         command, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=120
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    metrics = json.loads((tmp_path / "ddp" / "train_metrics.json").read_text())
+    metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert metrics["processes"] == 2 and metrics["steps"] == 4

@@ -1,119 +1,41 @@
-"""Tests for the palindrome benchmark (structnets.tasks.palindrome); all run in seconds."""
+"""Tests for the palindrome task (structnets.sequences.palindrome); all run in seconds."""
 
 import argparse
 import dataclasses
 import json
-import math
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from torch.nn import functional as F
 
-from structnets.core.cells import GRUCell
+from structnets.cli import main
+from structnets.core.cells import ChainCell
+from structnets.models import SequenceClassifier
 from structnets.sequences import palindrome
-from structnets.sequences.palindrome import (
-    PalindromeClassifier,
-    PalindromeConfig,
-    TrainingLog,
-    evaluate,
-    generate,
-    is_palindrome,
-    load_model,
-    run,
-    sample_fixed_length,
-    sample_training_batch,
-    train,
-)
+from structnets.sequences.palindrome import PalindromeConfig, evaluate, load_model, run, train
+from structnets.sequences.palindrome_data import sample_training_batch
+from structnets.train import config as configs
+from structnets.train.checkpoint import CheckpointError, RunDirectory
+from structnets.train.engine import LRSchedule
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # Small enough that a full run (train + evaluate 1..12 + plot) takes well under a second.
 TINY = PalindromeConfig(
     hidden_size=16,
     embedding_size=8,
     mlp_hidden_size=16,
-    batch_size=32,
-    steps=20,
-    warmup_steps=2,
     max_eval_length=12,
     eval_per_length=40,
-    loss_log_every=5,
+    val_sequences=64,
+    train=dataclasses.replace(
+        PalindromeConfig().train, batch_size=32, steps=20, warmup_steps=2, log_every=5, progress=False
+    ),
 )
 
 
-def _mismatched_pairs(sequence: list[int]) -> int:
-    length = len(sequence)
-    return sum(sequence[i] != sequence[length - 1 - i] for i in range(length // 2))
-
-
-def test_training_labels_match_brute_force_palindrome_check():
-    tokens, lengths, labels = sample_training_batch(2000, 10, 10, torch.Generator().manual_seed(1))
-    assert tokens.shape == (2000, int(lengths.max()))
-    assert set(lengths.tolist()) == set(range(1, 11))
-    for row, length, label in zip(tokens.tolist(), lengths.tolist(), labels.tolist()):
-        assert is_palindrome(row[:length]) == bool(label)
-        assert all(0 <= digit < 10 for digit in row)
-        assert all(pad == palindrome.PAD_TOKEN for pad in row[length:])
-    # Label 1 is a fair coin at lengths >= 2, so the positive rate there is near 1/2.
-    assert abs(labels[lengths >= 2].mean().item() - 0.5) < 0.05
-
-
-@settings(max_examples=40, deadline=None)
-@given(
-    length=st.integers(1, 40),
-    count=st.integers(1, 60),
-    vocab_size=st.integers(2, 12),
-    seed=st.integers(0, 2**31),
-)
-def test_fixed_length_sets_are_balanced_and_negatives_are_near_misses(length, count, vocab_size, seed):
-    tokens, lengths, labels = sample_fixed_length(length, count, vocab_size, torch.Generator().manual_seed(seed))
-    assert tokens.shape == (count, length)
-    assert bool((lengths == length).all())
-    if length == 1:
-        assert bool((labels == 1).all())  # Every length-1 sequence is a palindrome.
-    else:
-        assert labels.sum().item() == math.ceil(count / 2)
-    for row, label in zip(tokens.tolist(), labels.tolist()):
-        assert all(0 <= digit < vocab_size for digit in row)
-        # Positives: no broken pair. Negatives: exactly one mirrored pair broken.
-        assert _mismatched_pairs(row) == (0 if label else 1)
-
-
-def test_generate_rejects_a_negative_of_length_one():
-    with pytest.raises(ValueError, match="length-1"):
-        generate(torch.tensor([1, 3]), torch.tensor([0, 0]), 10, torch.Generator().manual_seed(0))
-
-
-def test_generator_seed_determines_the_data():
-    first = sample_training_batch(64, 10, 10, torch.Generator().manual_seed(5))
-    second = sample_training_batch(64, 10, 10, torch.Generator().manual_seed(5))
-    other = sample_training_batch(64, 10, 10, torch.Generator().manual_seed(6))
-    for a, b in zip(first, second):
-        assert torch.equal(a, b)
-    assert not torch.equal(first[0], other[0])
-
-
-def test_config_accepts_cell_names_and_classes():
-    assert PalindromeConfig(cell=GRUCell).to_dict()["cell"] == "gru"
-    assert PalindromeConfig(cell="GRU").cell_class is GRUCell
-    with pytest.raises(ValueError, match="unknown cell"):
-        PalindromeConfig(cell="transformer")
-    with pytest.raises(ValueError, match="steps"):
-        PalindromeConfig(steps=0)
-    restored = PalindromeConfig.from_dict(json.loads(json.dumps(TINY.to_dict())))
-    assert restored == TINY
-
-
-@pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
-@pytest.mark.parametrize("bidirectional", [False, True])
-def test_classifier_scores_a_mixed_length_batch(cell, bidirectional):
-    config = dataclasses.replace(TINY, cell=cell, bidirectional=bidirectional, num_layers=2)
-    model = PalindromeClassifier(config)
-    tokens, lengths, _ = sample_training_batch(7, 10, 10, torch.Generator().manual_seed(0))
-    logits = model(tokens, lengths)
-    assert logits.shape == (7,)
-    # Padding must not leak into the summary: scoring one sequence alone gives the same logit.
-    alone = model(tokens[2:3, : lengths[2]], lengths[2:3])
-    torch.testing.assert_close(alone, logits[2:3])
+def _tiny(**train):
+    return dataclasses.replace(TINY, train=dataclasses.replace(TINY.train, **train))
 
 
 def test_a_few_dozen_steps_lower_the_loss():
@@ -125,85 +47,126 @@ def test_a_few_dozen_steps_lower_the_loss():
         hidden_size=32,
         embedding_size=16,
         mlp_hidden_size=32,
-        batch_size=64,
-        steps=60,
-        lr=1e-2,
-        warmup_steps=5,
-        loss_log_every=10,
+        train=dataclasses.replace(TINY.train, batch_size=64, steps=60, lr=1e-2, warmup_steps=5, log_every=10),
     )
-    log = TrainingLog()
-    train(config, progress=False, log=log)
-    assert log.steps == 60 and len(log.loss_curve) == 6
-    assert log.loss_curve[-1] < log.loss_curve[0] - 0.15
+    result = train(config)
+    curve = [entry["train_loss"] for entry in result.train_history]
+    assert result.steps == 60 and len(curve) == 6
+    assert curve[-1] < curve[0] - 0.15
+    assert isinstance(result.model, SequenceClassifier) and not result.model.training
 
 
-def test_evaluate_covers_every_length(tmp_path):
-    model = train(TINY, progress=False)
+def test_evaluate_covers_every_length():
+    model = train(TINY).model
     accuracy = evaluate(model, TINY)["accuracy_by_length"]
     assert list(accuracy) == [str(length) for length in range(1, 13)]
     assert all(0.0 <= value <= 1.0 for value in accuracy.values())
+    assert list(evaluate(model, TINY, max_length=3, per_length=8)["accuracy_by_length"]) == ["1", "2", "3"]
+    # The set for a length does not depend on how many lengths are evaluated.
+    assert evaluate(model, TINY, max_length=3)["accuracy_by_length"]["3"] == accuracy["3"]
 
 
-def test_run_writes_metrics_plot_and_checkpoint(tmp_path):
+def test_the_kept_weights_are_the_best_validated():
+    config = _tiny(eval_every=4, steps=24, lr=3e-2)
+    result = train(config)
+    losses = [entry["val_loss"] for entry in result.validation_history]
+    assert len(losses) == 6 and result.best["val_loss"] == min(losses)
+    # The returned model scores the best loss on the validation batch, not the last one.
+    generator = torch.Generator().manual_seed(config.train.seed + 2 * palindrome._EVAL_SEED_OFFSET)
+    tokens, lengths, labels = sample_training_batch(config.val_sequences, 10, 10, generator)
+    with torch.no_grad():
+        kept = F.binary_cross_entropy_with_logits(result.model(tokens, lengths).squeeze(-1), labels)
+    assert float(kept) == pytest.approx(result.best["val_loss"], abs=1e-6)
+    # An EMA of the weights is what gets validated and kept when asked for.
+    averaged = train(_tiny(eval_every=4, steps=24, lr=3e-2, ema_decay=0.9))
+    assert averaged.best["val_loss"] != result.best["val_loss"]
+
+
+def test_run_writes_a_complete_run_directory(tmp_path):
     config = dataclasses.replace(TINY, max_eval_length=40, eval_per_length=10)
-    metrics = run(config, tmp_path, progress=False)
+    outcome = run(config, tmp_path)
 
     written = json.loads((tmp_path / "metrics.json").read_text())
-    assert written == json.loads(json.dumps(metrics))
+    assert written == json.loads(json.dumps(outcome.metrics))
     accuracy = written["accuracy_by_length"]
     assert list(accuracy) == [str(length) for length in range(1, 41)]
     assert all(0.0 <= value <= 1.0 for value in accuracy.values())
-    assert written["config"]["cell"] == "lstm"
-    assert written["train_seconds"] > 0
-    assert written["train_steps"] == config.steps
-    assert len(written["train_loss_curve"]) == config.steps // config.loss_log_every
-
+    assert written["train_steps"] == 20 and written["stop"] == "done"
+    assert len(written["train_loss_curve"]) == 20 // 5
+    assert "train_seconds" not in written and "config" not in written  # results only
+    timing = json.loads((tmp_path / "timing.json").read_text())
+    assert timing["train_seconds"] > 0 and timing["steps_per_second"] > 0
     assert (tmp_path / "accuracy_by_length.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((tmp_path / "run.json").read_text())["status"] == "complete"
 
-    checkpoint = torch.load(tmp_path / "model.pt", weights_only=True)
-    assert set(checkpoint) == {"state_dict", "config"}
-    assert PalindromeConfig.from_dict(checkpoint["config"]) == config
-    reloaded = load_model(tmp_path / "model.pt")
-    assert evaluate(reloaded, config) == {"accuracy_by_length": accuracy}
-
-
-def test_same_seed_gives_identical_metrics(tmp_path):
-    first = run(TINY, tmp_path / "a", progress=False)
-    second = run(TINY, tmp_path / "b", progress=False)
-    assert first["accuracy_by_length"] == second["accuracy_by_length"]
-    assert first["train_loss_curve"] == second["train_loss_curve"]
-    other = run(dataclasses.replace(TINY, seed=1), tmp_path / "c", progress=False)
-    assert other["train_loss_curve"] != first["train_loss_curve"]
+    reloaded, restored = load_model(tmp_path)
+    assert restored == config
+    assert evaluate(reloaded, restored) == {"accuracy_by_length": accuracy}
+    assert load_model(tmp_path / "model.pt")[1] == config
 
 
-def test_register_adds_a_working_subcommand(tmp_path, capsys):
+def test_same_seed_gives_identical_metrics_json(tmp_path):
+    run(TINY, tmp_path / "a")
+    run(TINY, tmp_path / "b")
+    assert (tmp_path / "a" / "metrics.json").read_bytes() == (tmp_path / "b" / "metrics.json").read_bytes()
+    run(_tiny(seed=1), tmp_path / "c")
+    first = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert json.loads((tmp_path / "c" / "metrics.json").read_text())["train_loss_curve"] != first["train_loss_curve"]
+
+
+def test_resume_continues_where_the_run_stopped(tmp_path):
+    # A constant learning rate: the schedule does not depend on the total, so ten steps and
+    # then ten more must be the same run as twenty at once, data stream included.
+    straight = run(_tiny(schedule=LRSchedule.CONSTANT, warmup_steps=0), tmp_path / "straight")
+    run(_tiny(schedule=LRSchedule.CONSTANT, warmup_steps=0, steps=10), tmp_path / "resumed")
+    resumed = run(
+        _tiny(schedule=LRSchedule.CONSTANT, warmup_steps=0, resume=tmp_path / "resumed"), tmp_path / "resumed"
+    )
+    assert resumed.metrics["train_steps"] == 20
+    assert resumed.metrics["train_loss_curve"] == straight.metrics["train_loss_curve"]
+    assert resumed.metrics["accuracy_by_length"] == straight.metrics["accuracy_by_length"]
+
+
+def test_loading_refuses_an_incomplete_run_and_another_tasks_run(tmp_path, capsys):
+    RunDirectory.start(tmp_path / "interrupted", task=palindrome.TASK)  # never finished
+    with pytest.raises(CheckpointError, match="interrupted: the run is incomplete"):
+        load_model(tmp_path / "interrupted")
+    other = RunDirectory.start(tmp_path / "other", task="memory")
+    other.save_model(palindrome.build_model(TINY), task_config=TINY)
+    other.finish()
+    with pytest.raises(CheckpointError, match="a run of task 'memory', but 'palindrome' was expected"):
+        load_model(tmp_path / "other")
+    assert main(["palindrome", "evaluate", "--model", str(tmp_path / "other")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and str(tmp_path / "other") in error
+
+
+def test_the_command_keeps_every_old_flag_and_evaluates(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     palindrome.register(parser.add_subparsers(dest="command"))
     out = tmp_path / "run"
-    args = parser.parse_args(
-        [
-            "palindrome",
-            "--cell",
-            "gru",
-            "--bidirectional",
-            "--out",
-            str(out),
-            "--steps",
-            "3",
-            "--hidden-size",
-            "8",
-            "--seed",
-            "3",
-            "--eval-per-length",
-            "10",
-            "--max-eval-length",
-            "12",
-            "--no-progress",
-        ]
-    )
-    config = palindrome.config_from_args(args)
-    assert (config.cell, config.bidirectional, config.steps, config.hidden_size, config.seed) == ("gru", True, 3, 8, 3)
-    assert config.batch_size == PalindromeConfig().batch_size  # Options left out keep the defaults.
+    flags = ["--cell", "gru", "--bidirectional", "--out", str(out), "--steps", "3", "--hidden-size", "8"]
+    flags += ["--num-layers", "2", "--batch-size", "16", "--lr", "0.01", "--seed", "3", "--eval-per-length", "10"]
+    flags += ["--max-eval-length", "12", "--max-train-seconds", "60", "--no-progress", "--device", "cpu"]
+    args = parser.parse_args(["palindrome", *flags])
+    config = configs.from_args(PalindromeConfig, args)
+    assert (config.cell, config.bidirectional, config.hidden_size, config.num_layers) == (ChainCell.GRU, True, 8, 2)
+    train = config.train
+    assert (train.steps, train.batch_size, train.lr, train.seed, train.max_seconds) == (3, 16, 0.01, 3, 60.0)
+    assert not train.progress and train.warmup_steps == 300  # options left out keep the task's defaults
+    assert (config.eval_per_length, config.max_eval_length) == (10, 12)
     assert args.func(args) == 0
     assert "| L=1 |" in capsys.readouterr().out
     assert (out / "metrics.json").is_file()
+
+    assert main(["palindrome", "evaluate", "--model", str(out), "--max-eval-length", "3"]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert list(json.loads(printed[-1])["accuracy_by_length"]) == ["1", "2", "3"]
+
+
+def test_help_shows_every_flag_with_its_default():
+    parser = argparse.ArgumentParser()
+    text = palindrome.register(parser.add_subparsers(dest="command")).format_help()
+    for flag, default in [("--steps", "4500"), ("--cell", "lstm"), ("--lr", "0.004"), ("--batch-size", "512")]:
+        assert flag in text and f"(default: {default})" in text
+    assert "--max-train-seconds" in text and "--resume" in text and "--ema-decay" in text

@@ -1,0 +1,108 @@
+"""The files a molecule property run writes beside its model, as text and figures.
+
+* :func:`predictions_csv`: every molecule of the run, its split, true and predicted values;
+* :func:`parity_figure`: predicted against true per target, one colour per split;
+* :func:`predicted_csv`: ``predict``'s output, the input's rows and columns in order with a
+  ``<target>_pred`` column per target and an ``error`` column.
+
+They return the content; the caller writes it atomically (:class:`structnets.train.checkpoint.RunDirectory`
+or :func:`structnets.train.checkpoint.atomic_write`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from torch import Tensor
+
+from .datasets import MoleculeDataset
+from .metrics import Task
+
+__all__ = ["SPLITS", "predictions_csv", "parity_figure", "predicted_columns", "predicted_csv"]
+
+SPLITS = ("train", "val", "test")
+
+
+def predictions_csv(
+    dataset: MoleculeDataset, split: Mapping[str, Sequence[int]], predictions: Mapping[str, Tensor], names: list[str]
+) -> str:
+    """``split,row,smiles,<target>_true...,<target>_pred...``, split by split in split order."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\r\n")
+    writer.writerow(["split", "row", "smiles"] + [f"{n}_true" for n in names] + [f"{n}_pred" for n in names])
+    for name in SPLITS:
+        for k, index in enumerate(split[name]):
+            writer.writerow(
+                [name, dataset.rows[index], dataset.smiles[index]]
+                + [f"{float(v):.6g}" for v in dataset.targets[index]]
+                + [f"{float(v):.6g}" for v in predictions[name][k]]
+            )
+    return text.getvalue()
+
+
+def parity_figure(predictions: Mapping[str, Tensor], truths: Mapping[str, Tensor], names: list[str], task: Task) -> Any:
+    """A matplotlib ``Figure``: per target, predicted (or the logit) against true, by split.
+
+    Shapes:
+        predictions[split], truths[split]: ``[molecules in split, len(names)]``.
+    """
+    # A bare Figure on the Agg canvas: importing pyplot costs about half a second of start-up.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    columns = min(len(names), 4)
+    rows = math.ceil(len(names) / columns)
+    fig = Figure(figsize=(4 * columns, 4 * rows))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for k, name in enumerate(names):
+        ax = axes[k // columns][k % columns]
+        for split_name, colour in zip(SPLITS, ("#bbbbbb", "#1f77b4", "#d62728")):
+            if len(truths[split_name]):
+                ax.scatter(
+                    truths[split_name][:, k], predictions[split_name][:, k], s=6, c=colour, label=split_name, alpha=0.7
+                )
+        low = min(float(t[:, k].min()) for t in truths.values() if len(t))
+        high = max(float(t[:, k].max()) for t in truths.values() if len(t))
+        if task is Task.REGRESSION:
+            ax.plot([low, high], [low, high], "k--", lw=1)
+        ax.set_xlabel(f"true {name}")
+        ax.set_ylabel(f"predicted {name}" if task is Task.REGRESSION else f"logit {name}")
+        ax.legend(loc="upper left", fontsize=8)
+    for k in range(len(names), rows * columns):
+        axes[k // columns][k % columns].axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def predicted_columns(names: Sequence[str]) -> list[str]:
+    """The columns ``predict`` adds to its input: ``<target>_pred`` per target, then ``error``."""
+    return [f"{name}_pred" for name in names] + ["error"]
+
+
+def predicted_csv(
+    columns: Sequence[str],
+    rows: Sequence[Mapping[str, str]],
+    predictions: Sequence[Sequence[float] | None],
+    errors: Sequence[str],
+    names: Sequence[str],
+) -> str:
+    """``predict``'s output: one line per input row, in order, every input column carried through.
+
+    Args:
+        columns, rows: the input's header and rows (as ``csv.DictReader`` reads them).
+        predictions: per row, one value per target, or None where the row could not be read.
+        errors: per row, why it could not be read, or an empty string.
+        names: the target names.
+    """
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\r\n")
+    writer.writerow(list(columns) + predicted_columns(names))
+    for row, values, error in zip(rows, predictions, errors, strict=True):
+        predicted = [f"{v:.6g}" for v in values] if values is not None else [""] * len(names)
+        writer.writerow([row[c] for c in columns] + predicted + [error])
+    return text.getvalue()

@@ -1,0 +1,77 @@
+"""Arithmetic from syntax trees: the expressions, the task through the engine, its command."""
+
+import dataclasses
+import json
+import random
+
+import pytest
+
+from structnets.cli import main
+from structnets.text.arithmetic import ArithmeticConfig, expression_tree, random_expression, train
+from structnets.train.checkpoint import load_model, open_run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _config(**train):
+    config = ArithmeticConfig(
+        train_depth=2, test_depth=3, train_examples=200, val_examples=40, test_examples_per_depth=20
+    )
+    return dataclasses.replace(
+        config, train=dataclasses.replace(config.train, **{"epochs": 2, "progress": False, **train})
+    )
+
+
+def test_random_expressions_have_the_asked_depth_and_value():
+    rng = random.Random(0)
+    for depth in range(0, 6):
+        for _ in range(20):
+            expression = random_expression(depth, rng)
+            tree, value = expression_tree(expression)
+            assert value == eval(expression) % 10  # noqa: S307  (test-only check against Python itself)
+            # operator depth: BinOps on the longest root-to-leaf path
+            binops = [t == "BinOp" for t in tree.tokens]
+            deepest = 0
+            for node in range(len(tree)):
+                count, at = 0, node
+                while at is not None:
+                    count += binops[at]
+                    at = tree.parents[at]
+                deepest = max(deepest, count)
+            assert deepest == depth
+    with pytest.raises(ValueError, match="only \\+ - \\* and integer literals"):
+        expression_tree("2 / 3")
+
+
+def test_arithmetic_task_writes_its_table_and_plot(tmp_path):
+    metrics = train(_config(), tmp_path / "run")
+    assert list(metrics["accuracy_by_depth"]) == ["1", "2", "3"]
+    assert all(0 <= v <= 1 for v in metrics["accuracy_by_depth"].values())
+    assert (tmp_path / "run" / "accuracy_by_depth.png").stat().st_size > 1000
+    model, checkpoint = load_model(open_run(tmp_path / "run", task="arithmetic"), task="arithmetic")
+    assert checkpoint.extra["vocabulary"][0] == "<unk>" and model.config.num_children == 3
+    # the epoch with the best held-out accuracy is the one kept
+    validations = [h["val_accuracy"] for h in metrics["history"] if "val_accuracy" in h]
+    assert len(validations) == 2 and metrics["val_accuracy"] == max(validations)
+    with pytest.raises(ValueError, match="train_depth <= test_depth"):
+        ArithmeticConfig(train_depth=4, test_depth=3)
+
+
+def test_same_seed_same_metrics_and_resume_continues(tmp_path):
+    train(_config(), tmp_path / "a")
+    train(_config(), tmp_path / "b")
+    assert (tmp_path / "a" / "metrics.json").read_bytes() == (tmp_path / "b" / "metrics.json").read_bytes()
+    train(_config(epochs=1), tmp_path / "c")
+    resumed = train(_config(epochs=2, resume=tmp_path / "c"), tmp_path / "c")
+    whole = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert resumed["accuracy_by_depth"] == whole["accuracy_by_depth"]
+    assert [h for h in resumed["history"] if "val_accuracy" in h] == [
+        h for h in whole["history"] if "val_accuracy" in h
+    ]
+
+
+def test_arithmetic_command_line(tmp_path):
+    arithmetic = ["trees", "arithmetic", "--train-depth", "1", "--test-depth", "2", "--train-examples", "50"]
+    arithmetic += ["--val-examples", "10", "--epochs", "1", "--test-examples-per-depth", "10"]
+    assert main([*arithmetic, "--out", str(tmp_path / "ar"), "--no-progress"]) == 0
+    assert json.loads((tmp_path / "ar" / "metrics.json").read_text())["train_depths"] == [1]
