@@ -248,7 +248,7 @@ _FLAG_DEFAULTS = MolpropConfig(dataset=MoleculeSet.ESOL)
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("molprop", help="molecular property prediction with the MPNN")
+    parser = subparsers.add_parser("molprop", aliases=["chem"], help="molecular property prediction with the MPNN")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     tr = actions.add_parser("train", help="train an MPNN and write metrics, checkpoint, predictions and a parity plot")
     described = {name: text.rstrip(".") for name, text in field_help(MolpropConfig).items()}

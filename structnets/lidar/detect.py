@@ -287,7 +287,7 @@ def predict(
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("detect", help="Point-GNN 3D object detection on KITTI-format LiDAR data")
+    parser = subparsers.add_parser("detect", aliases=["lidar"], help="Point-GNN 3D object detection on KITTI-format LiDAR data")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     gen = actions.add_parser("generate", help="write synthetic ray-cast LiDAR scenes in KITTI's format")
     gen.add_argument("--out", required=True, type=Path, help="folder for the scenes (KITTI's layout, training/)")

@@ -217,7 +217,7 @@ _SAME_AS_OUT = Path("--out")  # `--resume` given without a directory
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("simulate", help="learned particle simulation (GNS) on SPH ground truth")
+    parser = subparsers.add_parser("simulate", aliases=["physics"], help="learned particle simulation (GNS) on SPH ground truth")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     gen = actions.add_parser("generate", help="simulate an SPH dataset (metadata.json, train/valid/test.npz)")
     gen.add_argument("--out", required=True, type=Path, help="dataset directory to write (required)")
