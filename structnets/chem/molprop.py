@@ -35,7 +35,7 @@ from torch_geometric.data import Batch, Data
 from ..graphs.batch import PackedGraphs
 from ..models import MPNN, MPNNConfig
 from ..train.checkpoint import RunDirectory, atomic_write, load_model, open_run
-from ..train.config import add_arguments, field_help, from_args, from_dict, to_dict
+from ..train.config import add_arguments, field_help, from_args, from_dict, shared_fields, to_dict
 from ..train.distributed import distributed, shard
 from ..train.engine import StopReason, fit, seed_everything
 from .featurize import FeaturizerConfig, MoleculeError, atom_feature_size, bond_feature_size, graph_from_smiles
@@ -66,17 +66,12 @@ _EVAL_BATCH = 512
 def build_model(config: MolpropConfig, num_targets: int) -> MPNN:
     featurizer = config.featurizer
     return MPNN(
-        MPNNConfig(
+        shared_fields(
+            MPNNConfig,
+            config,
             atom_features=atom_feature_size(featurizer),
             bond_features=bond_feature_size(featurizer),
             num_targets=num_targets,
-            hidden_size=config.hidden_size,
-            rounds=config.rounds,
-            edge_hidden_size=config.edge_hidden_size,
-            set2set_steps=config.set2set_steps,
-            readout_hidden_size=config.readout_hidden_size,
-            dropout=config.dropout,
-            sum_readout=config.sum_readout,
             distance_bins=config.bins,
             # Bonded atoms sit 0.9-1.9 A apart; a complete graph's pairs reach ~9 A in QM9.
             distance_cutoff=8.0 if config.complete_graph else 3.0,
@@ -170,15 +165,7 @@ def train(config: MolpropConfig, out_dir: str | Path) -> dict[str, Any]:
         config=to_dict(config),
     )
     run.write_json("metrics.json", results)
-    run.write_json(
-        "timing.json",
-        {
-            "train_seconds": result.seconds,
-            "total_seconds": time.perf_counter() - started,
-            "steps": result.steps,
-            "steps_per_second": result.steps / max(result.seconds, 1e-9),
-        },
-    )
+    run.write_json("timing.json", {**result.timing(), "total_seconds": time.perf_counter() - started})
     extra = {"target_names": names, "task": task.value, "scaler": scaler.state_dict()}
     run.save_model(result.model, task_config=config, extra={**extra, "featurizer": to_dict(config.featurizer)})
     run.write_bytes("predictions.csv", predictions_csv(dataset, split, predictions, names))

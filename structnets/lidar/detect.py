@@ -201,7 +201,7 @@ def train(config: DetectConfig, data: Path, out: Path) -> tuple[dict[str, Any], 
         "best_valid_loss": best.get("val_loss"),
         "history": result.history,
     }
-    timing = {"seconds": result.seconds, "steps_per_second": result.steps / max(result.seconds, 1e-9)}
+    timing = {**result.timing(), "seconds": result.seconds}
     run.write_json("metrics.json", metrics)
     run.write_json("timing.json", timing)
     run.save_model(result.model, task_config=config)
@@ -287,7 +287,9 @@ def predict(
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("detect", aliases=["lidar"], help="Point-GNN 3D object detection on KITTI-format LiDAR data")
+    parser = subparsers.add_parser(
+        "detect", aliases=["lidar"], help="Point-GNN 3D object detection on KITTI-format LiDAR data"
+    )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     gen = actions.add_parser("generate", help="write synthetic ray-cast LiDAR scenes in KITTI's format")
     gen.add_argument("--out", required=True, type=Path, help="folder for the scenes (KITTI's layout, training/)")

@@ -149,7 +149,7 @@ def train(config: SimulateConfig, data: Path, out: Path) -> dict[str, Any]:
         )
         metrics = {"steps": result.steps, "epochs": result.epochs, "stop": result.stop.value}
         metrics |= {"processes": here.world_size, "best": result.best, "history": result.history}
-        timing = {"seconds": result.seconds, "steps_per_second": result.steps / max(result.seconds, 1e-9)}
+        timing = {**result.timing(), "seconds": result.seconds}
         if run is not None:
             run.save_model(result.model, task_config=config, extra={"metadata": metadata.to_json()})
             run.write_json("metrics.json", metrics)
@@ -217,7 +217,9 @@ _SAME_AS_OUT = Path("--out")  # `--resume` given without a directory
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("simulate", aliases=["physics"], help="learned particle simulation (GNS) on SPH ground truth")
+    parser = subparsers.add_parser(
+        "simulate", aliases=["physics"], help="learned particle simulation (GNS) on SPH ground truth"
+    )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     gen = actions.add_parser("generate", help="simulate an SPH dataset (metadata.json, train/valid/test.npz)")
     gen.add_argument("--out", required=True, type=Path, help="dataset directory to write (required)")

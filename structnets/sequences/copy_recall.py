@@ -42,7 +42,7 @@ from ..train.engine import TrainResult, fit, seed_everything
 from .copy_recall_config import TASK_DEFAULTS, MemoryTaskConfig, check_capacity, make_batch, training_batch
 from .copy_recall_data import Task, TaskBatch, bit_errors, masked_loss
 from .plots import save_figure, training_figure, weightings_figure
-from .streams import batch_stream, without_epoch
+from .streams import stream_of, without_epoch
 from .threads import torch_threads
 
 __all__ = [
@@ -97,7 +97,7 @@ def train(config: MemoryTaskConfig, *, run_dir: str | Path | None = None) -> Tra
         return fit(
             model,
             _loss,
-            lambda epoch: batch_stream(draw, config.train.seed, config.train.resume),
+            stream_of(draw, config.train),
             config.train,
             validate=validate,
             monitor="val_loss",
@@ -176,11 +176,7 @@ def run(config: MemoryTaskConfig, out_dir: str | Path) -> Outcome:
         "validation_curve": [without_epoch(entry) for entry in result.validation_history],
         "finite": all(math.isfinite(v) for v in losses + norms),
     }
-    timing = {
-        "train_seconds": result.seconds,
-        "steps_per_second": result.steps / result.seconds if result.seconds > 0 else 0.0,
-        "eval_seconds": time.perf_counter() - started,
-    }
+    timing = {**result.timing(), "eval_seconds": time.perf_counter() - started}
     out.write_json("metrics.json", metrics)
     out.write_json("timing.json", timing)
     out.save_model(model, task_config=config)

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ..models.memory_network import Addressing, MemoryConfig
+from ..train.config import shared_fields
 from ..train.engine import TrainConfig
 from .copy_recall_data import Task, TaskBatch, copy_batch, recall_batch
 
@@ -97,15 +98,8 @@ class MemoryTaskConfig:
         return self.eval_size if self.eval_size is not None else 2 * self.max_train_size
 
     def model_config(self) -> MemoryConfig:
-        return MemoryConfig(
-            input_size=self.bits + (1 if self.task is Task.COPY else 2),
-            output_size=self.bits,
-            hidden_size=self.hidden_size,
-            memory_size=self.memory_size,
-            word_size=self.word_size,
-            num_reads=self.num_reads,
-            addressing=self.addressing,
-        )
+        input_size = self.bits + (1 if self.task is Task.COPY else 2)  # the data bits and the marker channels
+        return shared_fields(MemoryConfig, self, input_size=input_size, output_size=self.bits)
 
 
 def check_capacity(config: MemoryTaskConfig, size: int) -> None:

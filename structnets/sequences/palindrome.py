@@ -43,7 +43,7 @@ from ..train.engine import TrainResult, fit, seed_everything
 from .palindrome_config import PalindromeConfig
 from .palindrome_data import sample_fixed_length, sample_training_batch
 from .plots import accuracy_figure
-from .streams import batch_stream, without_epoch
+from .streams import stream_of, without_epoch
 from .threads import torch_threads
 
 __all__ = [
@@ -118,7 +118,7 @@ def train(config: PalindromeConfig, *, run_dir: str | Path | None = None) -> Tra
         return fit(
             model,
             _loss,
-            lambda epoch: batch_stream(draw, config.train.seed, config.train.resume),
+            stream_of(draw, config.train),
             config.train,
             validate=validate,
             monitor="val_loss",
@@ -178,11 +178,7 @@ def run(config: PalindromeConfig, out_dir: str | Path) -> Outcome:
         "stop": result.stop.value,
         "train_loss_curve": [entry["train_loss"] for entry in result.train_history],
     }
-    timing = {
-        "train_seconds": result.seconds,
-        "steps_per_second": result.steps / result.seconds if result.seconds > 0 else 0.0,
-        "eval_seconds": time.perf_counter() - started,
-    }
+    timing = {**result.timing(), "eval_seconds": time.perf_counter() - started}
     out.write_json("metrics.json", metrics)
     out.write_json("timing.json", timing)
     out.save_model(result.model, task_config=config)

@@ -9,6 +9,7 @@ import dataclasses
 
 from ..core.cells import ChainCell
 from ..models.sequence_classifier import SequenceClassifierConfig
+from ..train.config import shared_fields
 from ..train.engine import LRSchedule, TrainConfig
 
 __all__ = ["PalindromeConfig", "train_defaults"]
@@ -88,14 +89,4 @@ class PalindromeConfig:
         self.model_config()  # checks the model's sizes and cell
 
     def model_config(self) -> SequenceClassifierConfig:
-        return SequenceClassifierConfig(
-            vocab_size=self.vocab_size,
-            num_classes=1,
-            cell=self.cell,
-            bidirectional=self.bidirectional,
-            hidden_size=self.hidden_size,
-            embedding_size=self.embedding_size,
-            mlp_hidden_size=self.mlp_hidden_size,
-            num_layers=self.num_layers,
-            orthogonal=self.orthogonal,
-        )
+        return shared_fields(SequenceClassifierConfig, self, num_classes=1)

@@ -16,9 +16,9 @@ from typing import Any, TypeVar
 
 import torch
 
-from ..train.engine import resumed_step
+from ..train.engine import TrainConfig, resumed_step
 
-__all__ = ["batch_stream", "steps_taken", "without_epoch"]
+__all__ = ["batch_stream", "stream_of", "steps_taken", "without_epoch"]
 
 T = TypeVar("T")
 
@@ -26,6 +26,12 @@ T = TypeVar("T")
 def steps_taken(resume: Path | None) -> int:
     """Optimiser steps already taken by the run that ``resume`` continues (0 without one)."""
     return resumed_step(resume)
+
+
+def stream_of(draw: Callable[[torch.Generator], T], train: TrainConfig) -> Callable[[int], Iterator[T]]:
+    """``batches(epoch)`` for :func:`structnets.train.engine.fit`: the run's one endless stream
+    (seeded with ``train.seed``, skipping what ``train.resume``'s run already trained on)."""
+    return lambda epoch: batch_stream(draw, train.seed, train.resume)
 
 
 def batch_stream(draw: Callable[[torch.Generator], T], seed: int, resume: Path | None = None) -> Iterator[T]:

@@ -32,7 +32,7 @@ from ..models import TreeClassifier
 from ..models.tree_lstm import TreeClassifierConfig
 from ..train.checkpoint import RunDirectory
 from ..train.config import add_arguments, from_args, to_dict
-from ..train.distributed import distributed, shard
+from ..train.distributed import distributed, shuffled
 from ..train.engine import LRSchedule, TrainConfig, fit, seed_everything
 
 __all__ = ["ArithmeticConfig", "random_expression", "expression_tree", "train", "register"]
@@ -167,7 +167,7 @@ def train(config: ArithmeticConfig, out: Path) -> dict[str, Any]:
         result = fit(
             model,
             _root_loss,
-            lambda epoch: [batches[k] for k in shard(len(batches), epoch, config.train.seed)],
+            shuffled(batches, config.train.seed),
             config.train,
             validate=lambda model: {"val_accuracy": _accuracy(model, val_batch, val_values)},
             monitor="val_accuracy",
@@ -191,7 +191,7 @@ def train(config: ArithmeticConfig, out: Path) -> dict[str, Any]:
         }
         if run is not None:
             run.write_json("metrics.json", metrics)
-            run.write_json("timing.json", {"train_seconds": result.seconds, "steps": result.steps})
+            run.write_json("timing.json", result.timing())
             run.save_model(model, task_config=config, extra={"vocabulary": vocabulary.tokens})
             run.save_figure("accuracy_by_depth.png", _figure(accuracy, config.train_depth), dpi=120)
             run.finish()

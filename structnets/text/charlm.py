@@ -39,7 +39,7 @@ from torch.nn import functional as F
 from ..core.cells import ChainCell, State
 from ..models import CharLM, CharLMConfig
 from ..train.checkpoint import RunDirectory, load_model, open_run
-from ..train.config import add_arguments, from_args, to_dict
+from ..train.config import add_arguments, from_args, shared_fields, to_dict
 from ..train.distributed import distributed
 from ..train.engine import LRSchedule, TrainConfig, fit, seed_everything
 from .characters import Vocabulary, bits_per_character, sample, stream_chunks
@@ -108,14 +108,7 @@ class CharLMTaskConfig:
         self.model_config(1)  # the model's sizes are checked there
 
     def model_config(self, vocab_size: int) -> CharLMConfig:
-        return CharLMConfig(
-            vocab_size=vocab_size,
-            cell=self.cell,
-            hidden_size=self.hidden_size,
-            num_layers=self.num_layers,
-            embedding_size=self.embedding_size,
-            dropout=self.dropout,
-        )
+        return shared_fields(CharLMConfig, self, vocab_size=vocab_size)
 
 
 def _detach(state: State) -> State:
@@ -218,15 +211,7 @@ def train(config: CharLMTaskConfig, out: Path, *, text: str | None = None) -> di
         }
         if run is not None:
             run.write_json("metrics.json", metrics)
-            run.write_json(
-                "timing.json",
-                {
-                    "train_seconds": result.seconds,
-                    "steps_per_second": result.steps / result.seconds if result.seconds > 0 else None,
-                    "stop": result.stop.value,
-                    "torch": torch.__version__,
-                },
-            )
+            run.write_json("timing.json", {**result.timing(), "torch": torch.__version__})
             run.save_model(model, task_config=config, extra={"vocabulary": vocabulary.characters})
             run.save_figure("curves.png", _curves(train_curve, val_curve, val_bpc), dpi=110)
             run.finish()

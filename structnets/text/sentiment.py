@@ -37,8 +37,8 @@ from ..graphs.trees import Tree, TreeBatch, Vocabulary, batch_trees, read_ptb
 from ..models import TreeClassifier
 from ..models.tree_lstm import TreeCell, TreeClassifierConfig
 from ..train.checkpoint import RunDirectory, atomic_write, load_model, open_run
-from ..train.config import add_arguments, from_args, to_dict
-from ..train.distributed import distributed, shard
+from ..train.config import add_arguments, from_args, shared_fields, to_dict
+from ..train.distributed import distributed, shuffled
 from ..train.engine import TrainConfig, fit, seed_everything
 from .sst import NUM_CLASSES, load_sst, read_vectors, root_metrics
 
@@ -90,14 +90,7 @@ class SentimentConfig:
             raise ValueError("embedding_lr_scale, min_count and limit must be positive")
 
     def model_config(self, vocabulary_size: int) -> TreeClassifierConfig:
-        return TreeClassifierConfig(
-            vocabulary_size=vocabulary_size,
-            num_classes=NUM_CLASSES,
-            embedding_size=self.embedding_size,
-            hidden_size=self.hidden_size,
-            cell=self.cell,
-            dropout=self.dropout,
-        )
+        return shared_fields(TreeClassifierConfig, self, vocabulary_size=vocabulary_size, num_classes=NUM_CLASSES)
 
 
 def _read(path: Path | None, split: str, data_dir: Path | None, cell: TreeCell, limit: int | None) -> list[Tree]:
@@ -171,7 +164,7 @@ def train(config: SentimentConfig, out: Path) -> dict[str, Any]:
         result = fit(
             model,
             _node_loss,
-            lambda epoch: [batches[k] for k in shard(len(batches), epoch, config.train.seed)],
+            shuffled(batches, config.train.seed),
             config.train,
             validate=validate,
             monitor="dev_fine_accuracy",
@@ -195,14 +188,7 @@ def train(config: SentimentConfig, out: Path) -> dict[str, Any]:
         }
         if run is not None:
             run.write_json("metrics.json", metrics)
-            run.write_json(
-                "timing.json",
-                {
-                    "train_seconds": result.seconds,
-                    "seconds_per_epoch": result.seconds / max(1, result.epochs),
-                    "steps_per_second": result.steps / result.seconds if result.seconds > 0 else None,
-                },
-            )
+            run.write_json("timing.json", result.timing())
             run.save_model(result.model, task_config=config, extra={"vocabulary": vocabulary.tokens})
             run.finish()
     return metrics

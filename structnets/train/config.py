@@ -25,7 +25,7 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar, Union
 
-__all__ = ["add_arguments", "from_args", "to_dict", "from_dict", "field_help"]
+__all__ = ["add_arguments", "from_args", "to_dict", "from_dict", "field_help", "shared_fields"]
 
 C = TypeVar("C")
 
@@ -217,3 +217,14 @@ def from_dict(cls: type[C], data: typing.Mapping[str, Any]) -> C:
         raise ValueError(f"{cls.__name__} has no field(s) {', '.join(unknown)}")
     hints = _hints(cls)
     return cls(**{key: _revive(hints[key], value) for key, value in data.items()})
+
+
+def shared_fields(target: type[C], source: Any, **given: Any) -> C:
+    """``target`` built from the fields of ``source`` that it shares by name, and ``given``.
+
+    A task's config carries its model's sizes as its own flags (``--hidden-size``); this
+    builds the model's config from them without listing each field a second time. A shared
+    name must mean the same thing in both; ``given`` overrides where it does not.
+    """
+    names = [f.name for f in dataclasses.fields(target) if f.init and f.name not in given]
+    return target(**{name: getattr(source, name) for name in names if hasattr(source, name)}, **given)

@@ -14,12 +14,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
 
 import torch
 from torch import Tensor
 
-__all__ = ["World", "distributed", "world", "shard", "decide"]
+T = TypeVar("T")
+
+__all__ = ["World", "distributed", "world", "shard", "shuffled", "decide"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +78,12 @@ def shard(count: int, epoch: int, seed: int, shuffle: bool = True) -> Tensor:
     )
     sampler.set_epoch(epoch)
     return torch.tensor(list(sampler), dtype=torch.long)
+
+
+def shuffled(batches: Sequence[T], seed: int) -> Callable[[int], list[T]]:
+    """``batches(epoch)`` for :func:`structnets.train.engine.fit`: this rank's share of
+    ready-made batches, in a seeded order that changes with the epoch."""
+    return lambda epoch: [batches[k] for k in shard(len(batches), epoch, seed)]
 
 
 def decide(flag: bool, device: torch.device | str = "cpu") -> bool:

@@ -179,6 +179,17 @@ class TrainResult:
     clipped_steps: int
     stop: StopReason
 
+    def timing(self) -> dict[str, Any]:
+        """What a run's ``timing.json`` holds of the training: seconds and rates, apart from the results."""
+        return {
+            "train_seconds": self.seconds,
+            "steps": self.steps,
+            "epochs": self.epochs,
+            "seconds_per_epoch": self.seconds / max(1, self.epochs),
+            "steps_per_second": self.steps / self.seconds if self.seconds > 0 else 0.0,
+            "stop": self.stop.value,
+        }
+
     @property
     def train_history(self) -> list[dict[str, Any]]:
         return [h for h in self.history if "train_loss" in h]

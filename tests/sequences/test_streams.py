@@ -28,3 +28,11 @@ def test_a_resumed_stream_skips_the_steps_already_taken(tmp_path):
 def test_without_epoch_drops_only_the_epoch():
     assert without_epoch({"step": 3, "epoch": 1, "val_loss": 0.5}) == {"step": 3, "val_loss": 0.5}
     assert without_epoch(None) is None
+
+
+def test_stream_of_is_the_same_stream_for_every_epoch_call():
+    from structnets.sequences.streams import stream_of
+    from structnets.train.engine import TrainConfig
+
+    batches = stream_of(_draw, TrainConfig(steps=5, seed=3))
+    assert list(itertools.islice(batches(0), 6)) == list(itertools.islice(batch_stream(_draw, 3), 6))

@@ -101,3 +101,16 @@ def test_fields_without_a_flag_keep_the_given_defaults():
     add_arguments(parser, Example, defaults=defaults, exclude=("size", "lr"))
     config = from_args(Example, parser.parse_args([]), defaults=defaults)
     assert config.size == 9 and config.train.lr == 0.2 and config.train.steps == 3
+
+
+def test_shared_fields_builds_a_model_config_from_a_task_config():
+    from structnets.train.config import shared_fields
+
+    @dataclasses.dataclass(frozen=True)
+    class Model:
+        size: int
+        colour: Colour = Colour.RED
+        depth: int = 2
+
+    assert shared_fields(Model, Example(size=7, colour=Colour.DARK_BLUE)) == Model(7, Colour.DARK_BLUE, 2)
+    assert shared_fields(Model, Example(size=7), size=1, depth=5) == Model(1, Colour.RED, 5)

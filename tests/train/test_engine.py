@@ -269,3 +269,10 @@ def test_resumed_step_reads_the_engines_state(tmp_path):
     assert resumed_step(None) == 0 and resumed_step(tmp_path) == 0
     fit(nn.Linear(4, 1), _loss, _epochs, _quiet(epochs=1), run_dir=tmp_path)
     assert resumed_step(tmp_path) == 8
+
+
+def test_timing_is_kept_apart_from_results():
+    result = fit(nn.Linear(4, 1), _loss, _epochs, _quiet(epochs=2))
+    timing = result.timing()
+    assert timing["steps"] == 16 and timing["epochs"] == 2 and timing["stop"] == "done"
+    assert timing["steps_per_second"] > 0 and timing["train_seconds"] == result.seconds
