@@ -2,7 +2,7 @@
 Python source), neighbour graphs of point sets (radius, k nearest) and Point-GNN's point graphs."""
 
 from ..core.chains import Chains, chains, forest_edges
-from .neighbors import NeighborCapWarning, knn_graph, radius_graph
+from .neighbors import NeighborBackend, NeighborCapWarning, knn_graph, radius_graph
 from .trees import (
     ProgramGraph,
     Tree,
@@ -23,6 +23,7 @@ __all__ = [
     "Chains",
     "chains",
     "forest_edges",
+    "NeighborBackend",
     "NeighborCapWarning",
     "knn_graph",
     "radius_graph",

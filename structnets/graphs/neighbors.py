@@ -18,6 +18,7 @@ is off by default, and when set, what it drops is counted in a warning.
 
 from __future__ import annotations
 
+import enum
 import itertools
 import math
 import warnings
@@ -26,7 +27,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["radius_graph", "knn_graph", "NeighborCapWarning"]
+__all__ = ["radius_graph", "knn_graph", "NeighborBackend", "NeighborCapWarning"]
+
+
+class NeighborBackend(enum.Enum):
+    """How :func:`radius_graph` searches: scipy's k-d tree (CPU), a torch cell list (any device),
+    or the first for CPU tensors and the second otherwise (``AUTO``)."""
+
+    AUTO = "auto"
+    KDTREE = "kdtree"
+    CELLS = "cells"
 
 
 class NeighborCapWarning(UserWarning):
@@ -175,7 +185,7 @@ def radius_graph(
     *,
     loop: bool = False,
     max_num_neighbors: int | None = None,
-    backend: str = "auto",
+    backend: NeighborBackend | str = NeighborBackend.AUTO,
 ) -> Tensor:
     """All ordered pairs of points of the same graph within distance ``r`` (inclusive).
 
@@ -186,8 +196,8 @@ def radius_graph(
         loop: include each point as its own neighbour.
         max_num_neighbors: keep only each point's nearest ones; the number dropped is
             reported with a :class:`NeighborCapWarning`. ``None`` (default) keeps all.
-        backend: ``"kdtree"`` (scipy, CPU), ``"cells"`` (torch, any device) or ``"auto"``
-            (kdtree for CPU tensors, cells otherwise).
+        backend: a :class:`NeighborBackend` (or its value: ``"kdtree"``, ``"cells"``,
+            ``"auto"``).
 
     Returns:
         ``edge_index`` ``[2, num_pairs]``: row 0 neighbour, row 1 centre, sorted by centre.
@@ -201,14 +211,16 @@ def radius_graph(
         raise ValueError(f"r must be a positive finite number, got {r!r}")
     if max_num_neighbors is not None and max_num_neighbors < 1:
         raise ValueError(f"max_num_neighbors must be at least 1 or None, got {max_num_neighbors}")
-    if backend == "auto":
-        backend = "kdtree" if pos.device.type == "cpu" else "cells"
-    if backend == "kdtree":
+    try:
+        backend = NeighborBackend(backend)
+    except ValueError:
+        raise ValueError(f"backend must be one of {[b.value for b in NeighborBackend]}, got {backend!r}") from None
+    if backend is NeighborBackend.AUTO:
+        backend = NeighborBackend.KDTREE if pos.device.type == "cpu" else NeighborBackend.CELLS
+    if backend is NeighborBackend.KDTREE:
         edges = _radius_kdtree(pos, float(r), batch, loop)
-    elif backend == "cells":
-        edges = _radius_cells(pos.detach(), float(r), batch, loop)
     else:
-        raise ValueError(f"backend must be 'auto', 'kdtree' or 'cells', got {backend!r}")
+        edges = _radius_cells(pos.detach(), float(r), batch, loop)
     return _cap(edges, pos.detach(), max_num_neighbors)
 
 

@@ -18,9 +18,10 @@ the updated edges come back with the nodes.
 
 from __future__ import annotations
 
+import types
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -139,6 +140,18 @@ class LearnedSimulator(nn.Module):
         self.edge_updates = nn.ModuleList(_EdgeUpdate(latent, layers) for _ in range(config.message_passing_steps))
         self.node_updates = nn.ModuleList(_NodeUpdate(latent, layers) for _ in range(config.message_passing_steps))
         self.decoder = _mlp(latent, latent, dim, layers, norm=False)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Any) -> LearnedSimulator:
+        """The simulator of a structnets checkpoint (what ``structnets.train.load_model`` calls).
+
+        The dataset's statistics travel with the weights as plain data,
+        ``checkpoint.extra["metadata"]`` (``metadata.json``'s fields), beside the config.
+        """
+        metadata = types.SimpleNamespace(**checkpoint.extra["metadata"])
+        model = cls(metadata, GNSConfig(**checkpoint.model_config))
+        model.load_state_dict(checkpoint.state_dict)
+        return model
 
     def graph(self, position: Tensor, batch: Tensor | None = None) -> Tensor:
         return radius_graph(position.detach(), self.radius, batch)

@@ -29,11 +29,11 @@ from torch.nn import functional as F
 
 from ..models.gns import HISTORY, GNSConfig, LearnedSimulator
 from ..train import config as flags
-from ..train.checkpoint import Checkpoint, CheckpointError, RunDirectory, atomic_write, load_checkpoint, open_run
+from ..train.checkpoint import Checkpoint, RunDirectory, atomic_write, load_checkpoint, load_model, open_run
 from ..train.distributed import distributed, shard
 from ..train.engine import LRSchedule, TrainConfig, fit, seed_everything
 from .metrics import one_step_errors, rollout_errors
-from .particles import SimulationMetadata, read_metadata, read_trajectories
+from .particles import read_metadata, read_trajectories
 from .render import render
 from .windows import TrajectoryWindows
 
@@ -161,21 +161,10 @@ def train(config: SimulateConfig, data: Path, out: Path) -> dict[str, Any]:
 def load_simulator(run: str | Path, device: str | torch.device = "cpu") -> tuple[LearnedSimulator, Checkpoint]:
     """The simulator of a finished ``train`` run, in eval mode on ``device``, and its checkpoint.
 
-    ``LearnedSimulator`` is built from the dataset's metadata beside its config, so the
-    generic ``load_model`` cannot rebuild it yet: the metadata travels as plain data in
-    the checkpoint's ``extra``, the GNS config as its ``model_config``.
+    The dataset's metadata travels as plain data in the checkpoint's ``extra``, from which
+    ``LearnedSimulator.from_checkpoint`` rebuilds it through the one ``load_model``.
     """
-    checkpoint = load_checkpoint(open_run(run, task=TASK), task=TASK, map_location=device)
-    try:
-        metadata = SimulationMetadata(**checkpoint.extra["metadata"])
-        model = LearnedSimulator(metadata, flags.from_dict(GNSConfig, checkpoint.model_config))
-        model.load_state_dict(checkpoint.state_dict)
-    except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        reason = str(error).strip().splitlines()[0][:200]
-        raise CheckpointError(
-            f"{checkpoint.path}: not a learned simulator that this version can load: {reason}"
-        ) from None
-    return model.to(device).eval(), checkpoint
+    return load_model(open_run(run, task=TASK), task=TASK, map_location=device)
 
 
 def _save_rollout(path: Path, truth: np.ndarray, predicted: np.ndarray, bounds: list) -> None:

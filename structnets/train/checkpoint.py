@@ -189,8 +189,11 @@ def load_model(path: str | Path, *, task: str | None = None, map_location: Any =
         else:
             model = cls(from_dict(typing_config_class(cls), checkpoint.model_config))
         model.load_state_dict(checkpoint.state_dict)
-    except (TypeError, ValueError, RuntimeError) as error:
-        raise CheckpointError(f"{checkpoint.path}: weights do not fit {checkpoint.model_class}: {error}") from None
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise CheckpointError(
+            f"{checkpoint.path}: not a {checkpoint.model_class} this version can load: {reason}"
+        ) from None
     return model.to(map_location).eval(), checkpoint
 
 

@@ -3,7 +3,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from structnets.graphs.neighbors import NeighborCapWarning, knn_graph, radius_graph
+from structnets.graphs.neighbors import NeighborBackend, NeighborCapWarning, knn_graph, radius_graph
 
 
 def brute_radius(pos, r, batch, loop):
@@ -29,7 +29,7 @@ def test_radius_graph_is_exact_for_both_backends(n, dim, r, graphs, loop, seed):
     pos = torch.rand(n, dim, generator=generator)
     batch = torch.sort(torch.randint(0, graphs, (n,), generator=generator)).values
     expected = brute_radius(pos, r, batch, loop)
-    for backend in ("kdtree", "cells"):
+    for backend in (NeighborBackend.KDTREE, NeighborBackend.CELLS, "kdtree", "cells"):
         got = radius_graph(pos, r, batch, loop=loop, backend=backend)
         assert torch.equal(got, expected), backend
 

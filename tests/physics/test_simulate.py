@@ -204,7 +204,7 @@ def test_evaluate_refuses_an_unfinished_run_and_another_tasks_checkpoint(ballist
     bare = RunDirectory.start(tmp_path / "bare", task="simulate")
     bare.save_model(model)
     bare.finish()
-    with pytest.raises(CheckpointError, match="model.pt: not a learned simulator"):
+    with pytest.raises(CheckpointError, match="model.pt: not a LearnedSimulator this version can load"):
         load_simulator(tmp_path / "bare")
 
 
