@@ -169,9 +169,14 @@ def train(config: ArithmeticConfig, out: Path) -> dict[str, Any]:
             _root_loss,
             shuffled(batches, config.train.seed),
             config.train,
-            validate=lambda model: {"val_accuracy": _accuracy(model, val_batch, val_values)},
-            monitor="val_accuracy",
-            maximize=True,
+            validate=lambda model: {
+                "val_loss": float(_root_loss(model, (val_batch, val_values))),
+                "val_accuracy": _accuracy(model, val_batch, val_values),
+            },
+            # The loss, not the accuracy, picks the epoch: held-out accuracy at the training
+            # depths saturates at 1.0 early, and the first epoch to reach it extrapolates to
+            # deeper expressions far worse than the later ones (0.61 against 0.73 at depth 8).
+            monitor="val_loss",
             run_dir=out if here.main else None,
             description=TASK,
         )
@@ -184,6 +189,7 @@ def train(config: ArithmeticConfig, out: Path) -> dict[str, Any]:
             "accuracy_by_depth": accuracy,
             "train_depths": train_depths,
             "val_accuracy": result.best["val_accuracy"] if result.best else None,
+            "val_loss": result.best["val_loss"] if result.best else None,
             "best_epoch": result.best["epoch"] if result.best else None,
             "chance": 1 / MODULUS,
             "history": result.history,

@@ -9,6 +9,7 @@ import pytest
 from structnets.cli import main
 from structnets.text.arithmetic import ArithmeticConfig, expression_tree, random_expression, train
 from structnets.train.checkpoint import load_model, open_run
+from structnets.train.engine import LRSchedule
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -51,8 +52,8 @@ def test_arithmetic_task_writes_its_table_and_plot(tmp_path):
     model, checkpoint = load_model(open_run(tmp_path / "run", task="arithmetic"), task="arithmetic")
     assert checkpoint.extra["vocabulary"][0] == "<unk>" and model.config.num_children == 3
     # the epoch with the best held-out accuracy is the one kept
-    validations = [h["val_accuracy"] for h in metrics["history"] if "val_accuracy" in h]
-    assert len(validations) == 2 and metrics["val_accuracy"] == max(validations)
+    validations = [h["val_loss"] for h in metrics["history"] if "val_loss" in h]
+    assert len(validations) == 2 and metrics["val_loss"] == min(validations)
     with pytest.raises(ValueError, match="train_depth <= test_depth"):
         ArithmeticConfig(train_depth=4, test_depth=3)
 
@@ -61,13 +62,14 @@ def test_same_seed_same_metrics_and_resume_continues(tmp_path):
     train(_config(), tmp_path / "a")
     train(_config(), tmp_path / "b")
     assert (tmp_path / "a" / "metrics.json").read_bytes() == (tmp_path / "b" / "metrics.json").read_bytes()
-    train(_config(epochs=1), tmp_path / "c")
-    resumed = train(_config(epochs=2, resume=tmp_path / "c"), tmp_path / "c")
-    whole = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    # A constant rate: a run stopped after one epoch and resumed for a second then follows
+    # the same schedule as one run of two (a decaying schedule's length is the run's).
+    constant = {"schedule": LRSchedule.CONSTANT}
+    whole = train(_config(**constant), tmp_path / "d")
+    train(_config(epochs=1, **constant), tmp_path / "c")
+    resumed = train(_config(epochs=2, resume=tmp_path / "c", **constant), tmp_path / "c")
     assert resumed["accuracy_by_depth"] == whole["accuracy_by_depth"]
-    assert [h for h in resumed["history"] if "val_accuracy" in h] == [
-        h for h in whole["history"] if "val_accuracy" in h
-    ]
+    assert [h for h in resumed["history"] if "val_loss" in h] == [h for h in whole["history"] if "val_loss" in h]
 
 
 def test_arithmetic_command_line(tmp_path):
