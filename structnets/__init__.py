@@ -22,7 +22,7 @@ from .core.rnn import RNN
 from .core.schedules import CycleError, Synchronous, Topological, topological_levels
 from .graphs.neighbors import knn_graph, radius_graph
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "cells",
