@@ -63,8 +63,13 @@ def _library_version() -> str:
     return __version__
 
 
-def atomic_write(path: str | Path, data: bytes | str) -> None:
-    """Writes ``data`` to ``path`` through a temporary file and a rename: all of it or nothing."""
+def atomic_write(path: str | Path, data: bytes | str, *, durable: bool = True) -> None:
+    """Writes ``data`` to ``path`` through a temporary file and a rename: all of it or nothing.
+
+    ``durable`` also flushes the bytes to the disk before the rename (``fsync``), so that the
+    file survives a power cut, not only a killed process; the engine's frequent resume state
+    skips that cost.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode() if isinstance(data, str) else data
@@ -77,7 +82,8 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
         with os.fdopen(handle, "wb") as stream:
             stream.write(payload)
             stream.flush()
-            os.fsync(stream.fileno())
+            if durable:
+                os.fsync(stream.fileno())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

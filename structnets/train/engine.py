@@ -405,7 +405,7 @@ def fit(
             },
             buffer,
         )
-        atomic_write(Path(run_dir) / RESUME_FILE, buffer.getvalue())
+        atomic_write(Path(run_dir) / RESUME_FILE, buffer.getvalue(), durable=False)
 
     def run_validation() -> bool:
         """Validates, keeps the best weights; True when early stopping says stop."""
