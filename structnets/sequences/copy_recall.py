@@ -28,10 +28,9 @@ import math
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
-from matplotlib.figure import Figure
 from torch import Tensor
 
 from ..models.memory_network import MemoryNetwork
@@ -44,6 +43,9 @@ from .copy_recall_data import Task, TaskBatch, bit_errors, masked_loss
 from .plots import save_figure, training_figure, weightings_figure
 from .streams import stream_of, without_epoch
 from .threads import torch_threads
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = [
     "TASK", "MemoryTaskConfig", "Task", "Outcome", "build_model", "train", "evaluate", "accuracy_by_length",

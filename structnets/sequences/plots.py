@@ -10,9 +10,10 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from matplotlib.figure import Figure
+if TYPE_CHECKING:  # matplotlib loads only when a figure is drawn: it costs every CLI call start-up time
+    from matplotlib.figure import Figure
 from torch import Tensor
 
 from ..train.checkpoint import atomic_write
@@ -25,10 +26,16 @@ def _sorted(accuracy: Mapping[str, float]) -> tuple[list[int], list[float]]:
     return sizes, [accuracy[str(size)] for size in sizes]
 
 
+def _figure(**kwargs: object) -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
+
+
 def accuracy_figure(accuracy_by_length: Mapping[str, float], *, max_train_length: int, title: str) -> Figure:
     """Held-out accuracy against sequence length, the training lengths ``1..max_train_length`` shaded."""
     lengths, values = _sorted(accuracy_by_length)
-    fig = Figure(figsize=(7, 4))
+    fig = _figure(figsize=(7, 4))
     ax = fig.subplots()
     ax.axvspan(
         0.5, max_train_length + 0.5, color="tab:green", alpha=0.15, label=f"training lengths 1-{max_train_length}"
@@ -66,7 +73,7 @@ def training_figure(
     """
     entries = [entry for entry in history if "train_loss" in entry]
     steps = [entry["step"] for entry in entries]
-    fig = Figure(figsize=(11, 4))
+    fig = _figure(figsize=(11, 4))
     left, right = fig.subplots(1, 2)
     left.semilogy(steps, [entry["train_loss"] for entry in entries], label="loss (BCE per bit)")
     left.semilogy(
@@ -93,7 +100,7 @@ def training_figure(
 
 def weightings_figure(panels: Sequence[tuple[str, Tensor]], *, title: str) -> Figure:
     """One grey-scale image per ``(name, [rows, time])`` panel, values in [0, 1], time shared."""
-    fig = Figure(figsize=(8, 9))
+    fig = _figure(figsize=(8, 9))
     axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
     for ax, (name, values) in zip(axes, panels):
         ax.imshow(values.detach().cpu().numpy(), aspect="auto", cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")

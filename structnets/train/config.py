@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import enum
+import functools
 import re
 import types
 import typing
@@ -30,6 +31,7 @@ __all__ = ["add_arguments", "from_args", "to_dict", "from_dict", "field_help", "
 C = TypeVar("C")
 
 
+@functools.cache
 def field_help(cls: type) -> dict[str, str]:
     """Each field's description from a Google-style ``Attributes:`` section of ``cls``'s docstring."""
     found: dict[str, str] = {}
@@ -51,7 +53,9 @@ def field_help(cls: type) -> dict[str, str]:
     return found
 
 
+@functools.cache
 def _hints(cls: type) -> dict[str, Any]:
+    # Evaluating the annotations is the slow part of building a parser: once per class.
     return typing.get_type_hints(cls)
 
 
