@@ -265,8 +265,6 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _config_from_args(args: argparse.Namespace) -> MolpropConfig:
-    if args.ema_decay == 0:  # today's --ema-decay 0 keeps meaning no average
-        args.ema_decay = None
     sources = {"data": args.data, "dataset": args.dataset, "target_columns": tuple(args.target_columns)}
     return from_args(MolpropConfig, args, defaults=_FLAG_DEFAULTS, **sources)
 

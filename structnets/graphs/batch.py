@@ -26,17 +26,27 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Batch, Data
 
-__all__ = ["PackedGraphs", "collate", "ranges"]
+__all__ = ["PackedGraphs", "collate", "ranges", "starts", "bounds"]
 
 
-def ranges(starts: Tensor, counts: Tensor) -> Tensor:
-    """The concatenation of ``arange(s, s + c)`` for each start ``s`` and count ``c``, vectorised.
+def starts(counts: Tensor) -> Tensor:
+    """Where each of consecutive blocks of ``counts`` items starts: ``[0, c0, c0 + c1, ...]`` without the total."""
+    return torch.cumsum(counts, 0) - counts
+
+
+def bounds(counts: Tensor) -> Tensor:
+    """The blocks' starts and the total, ``[0, c0, c0 + c1, ..., sum]``: PyG's ``ptr`` and slice vectors."""
+    return torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
+
+
+def ranges(first: Tensor, counts: Tensor) -> Tensor:
+    """The concatenation of ``arange(f, f + c)`` for each first index ``f`` and count ``c``, vectorised.
 
     Shapes:
-        starts, counts: ``[n]``; returns ``[counts.sum()]``.
+        first, counts: ``[n]``; returns ``[counts.sum()]``.
     """
-    offsets = torch.cumsum(counts, 0) - counts
-    return torch.repeat_interleave(starts - offsets, counts) + torch.arange(int(counts.sum()), device=counts.device)
+    shift = torch.repeat_interleave(first - starts(counts), counts)
+    return shift + torch.arange(int(counts.sum()), device=counts.device)
 
 
 def _kinds(graph: Data) -> tuple[list[str], list[str], list[str]]:
@@ -85,8 +95,7 @@ class PackedGraphs:
         self.num_graphs = len(graphs)
         self.nodes = torch.tensor([g.num_nodes for g in graphs])
         self.edges = torch.tensor([g.edge_index.shape[1] for g in graphs])
-        self.node_start = torch.cumsum(self.nodes, 0) - self.nodes
-        self.edge_start = torch.cumsum(self.edges, 0) - self.edges
+        self.node_start, self.edge_start = starts(self.nodes), starts(self.edges)
         self.local_edges = torch.cat([g.edge_index for g in graphs], 1)
         self.values = {key: torch.cat([g[key] for g in graphs]) for key in self.node_keys + self.edge_keys}
         self.graph_rows: dict[str, Tensor] = {}
@@ -95,7 +104,7 @@ class PackedGraphs:
             sizes = torch.tensor([p.shape[0] for p in parts])
             self.values[key] = torch.cat(parts)
             self.graph_rows[key] = sizes
-        self._graph_start = {key: torch.cumsum(s, 0) - s for key, s in self.graph_rows.items()}
+        self._graph_start = {key: starts(s) for key, s in self.graph_rows.items()}
 
     def __len__(self) -> int:
         return self.num_graphs
@@ -106,14 +115,14 @@ class PackedGraphs:
         nodes, edges = self.nodes[chosen], self.edges[chosen]
         node_ids = ranges(self.node_start[chosen], nodes)
         edge_ids = ranges(self.edge_start[chosen], edges)
-        new_start = torch.cumsum(nodes, 0) - nodes
+        new_start = starts(nodes)
         fields: dict[str, Tensor] = {
             "edge_index": self.local_edges[:, edge_ids] + torch.repeat_interleave(new_start, edges),
             "batch": torch.repeat_interleave(torch.arange(len(chosen)), nodes),
             "ptr": torch.cat([new_start, nodes.sum().reshape(1)]),
         }
-        slices = {"edge_index": torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(edges, 0)])}
-        node_slices = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(nodes, 0)])
+        slices = {"edge_index": bounds(edges)}
+        node_slices = bounds(nodes)
         increments = {"edge_index": new_start}
         zeros = torch.zeros(len(chosen), dtype=torch.long)
         for key in self.node_keys:
@@ -123,7 +132,7 @@ class PackedGraphs:
         for key in self.graph_keys:
             rows = self.graph_rows[key][chosen]
             fields[key] = self.values[key][ranges(self._graph_start[key][chosen], rows)]
-            slices[key] = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(rows, 0)])
+            slices[key] = bounds(rows)
             increments[key] = zeros
         out = Batch(**fields)
         out._num_graphs = len(chosen)

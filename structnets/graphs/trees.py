@@ -26,6 +26,8 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Batch, Data
 
+from .batch import bounds
+
 __all__ = [
     "Tree",
     "TreeSyntaxError",
@@ -516,8 +518,7 @@ def batch_trees(trees: Sequence[Tree], vocabulary: Vocabulary) -> TreeBatch:
         edge_counts.append(len(tree) - 1)
         offset += len(tree)
     nodes = torch.tensor(node_counts)
-    ptr = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(nodes, 0)])
-    edge_ptr = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(torch.tensor(edge_counts), 0)])
+    ptr, edge_ptr = bounds(nodes), bounds(torch.tensor(edge_counts))
     out = TreeBatch(
         x=torch.tensor(token_ids, dtype=torch.long),
         y=torch.tensor(labels, dtype=torch.long),

@@ -30,7 +30,7 @@ from torch import Tensor
 from torch_geometric.data import Batch, Data
 from tqdm.auto import tqdm
 
-from ..graphs.batch import PackedGraphs, ranges
+from ..graphs.batch import PackedGraphs, bounds, ranges, starts
 from ..graphs.pointgraph import PointGraph, build_point_graph
 from .kitti import Calibration, KittiObject, boxes_in_lidar, in_camera_view, load_frame
 from .targets import MIRRORED_CODES, BoxCoder, assign_targets
@@ -132,14 +132,6 @@ def load_frames(
     return frames
 
 
-def _starts(counts: Tensor) -> Tensor:
-    return torch.cumsum(counts, 0) - counts
-
-
-def _bounds(counts: Tensor) -> Tensor:
-    return torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(counts, 0)])
-
-
 class PackedFrames:
     """Frames concatenated once, so that a batch of them is a few vectorised gathers.
 
@@ -164,7 +156,7 @@ class PackedFrames:
         self.pair_counts = torch.tensor([f.graph.point_index.shape[1] for f in frames])
         self.points = torch.cat([f.points for f in frames])
         self.pairs = torch.cat([f.graph.point_index for f in frames], 1)  # each frame's own numbering
-        self.point_start, self.pair_start = _starts(self.point_counts), _starts(self.pair_counts)
+        self.point_start, self.pair_start = starts(self.point_counts), starts(self.pair_counts)
 
     def __len__(self) -> int:
         return len(self.graphs)
@@ -178,11 +170,11 @@ class PackedFrames:
         chosen = torch.arange(len(self)) if chosen is None else torch.as_tensor(chosen, dtype=torch.long)
         out = self.graphs.batch(chosen)
         points, pairs = self.point_counts[chosen], self.pair_counts[chosen]
-        point_bounds = _bounds(points)
+        point_bounds = bounds(points)
         offsets = torch.stack([point_bounds[:-1], out.ptr[:-1]])  # [2, G]: where each frame's points, vertices start
         out.point_index = self.pairs[:, ranges(self.pair_start[chosen], pairs)] + offsets.repeat_interleave(pairs, 1)
         out.points = self.points[ranges(self.point_start[chosen], points)]
-        out._slice_dict.update(points=point_bounds, point_index=_bounds(pairs))
+        out._slice_dict.update(points=point_bounds, point_index=bounds(pairs))
         out._inc_dict.update(points=torch.zeros(len(chosen), dtype=torch.long), point_index=offsets.t()[:, :, None])
         if mirror is not None:
             sign = 1.0 - 2.0 * torch.as_tensor(mirror, dtype=torch.float32)

@@ -106,7 +106,7 @@ class TrainConfig:
         weight_decay: L2 penalty added by the optimiser.
         clip_grad_norm: largest global gradient norm (clip_grad_norm_); none to only measure it.
         ema_decay: decay of an exponential moving average of the weights, which is then what
-            is validated and kept; none for no average.
+            is validated and kept; 0 or none for no average.
         patience: validations without improvement before stopping early; none never stops early.
         eval_every: steps between validations when counting steps; epochs validate once each.
         log_every: steps averaged into each training-loss entry of the history.
@@ -152,8 +152,10 @@ class TrainConfig:
             raise ValueError(f"plateau_min_lr must be >= 0, got {self.plateau_min_lr}")
         if self.warmup_steps < 0 or self.weight_decay < 0 or not 0 <= self.min_lr_ratio <= 1:
             raise ValueError("warmup_steps and weight_decay must be >= 0 and min_lr_ratio within [0, 1]")
-        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
-            raise ValueError(f"ema_decay must lie in (0, 1), got {self.ema_decay}")
+        if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must lie in [0, 1) (0 for no average), got {self.ema_decay}")
+        if self.ema_decay == 0:  # `--ema-decay 0` means no average, for every task alike
+            object.__setattr__(self, "ema_decay", None)
 
 
 @dataclasses.dataclass

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch_geometric.data import Batch, Data
 
-from structnets.graphs.batch import PackedGraphs, collate, ranges
+from structnets.graphs.batch import PackedGraphs, bounds, collate, ranges, starts
 
 
 def _graph(nodes: int, edges: int, seed: int) -> Data:
@@ -48,8 +48,9 @@ def test_a_chosen_batch_unbatches_to_the_chosen_graphs(sizes, seed, data):
 
 
 def test_ranges_is_concatenated_aranges():
-    starts, counts = torch.tensor([5, 0, 9]), torch.tensor([2, 0, 3])
-    assert ranges(starts, counts).tolist() == [5, 6, 9, 10, 11]
+    first, counts = torch.tensor([5, 0, 9]), torch.tensor([2, 0, 3])
+    assert ranges(first, counts).tolist() == [5, 6, 9, 10, 11]
+    assert starts(counts).tolist() == [0, 2, 2] and bounds(counts).tolist() == [0, 2, 2, 5]
 
 
 def test_mismatched_attributes_are_named():

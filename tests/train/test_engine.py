@@ -276,3 +276,7 @@ def test_timing_is_kept_apart_from_results():
     timing = result.timing()
     assert timing["steps"] == 16 and timing["epochs"] == 2 and timing["stop"] == "done"
     assert timing["steps_per_second"] > 0 and timing["train_seconds"] == result.seconds
+
+
+def test_ema_decay_zero_means_no_average():
+    assert TrainConfig(steps=1, ema_decay=0.0).ema_decay is None
