@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
-from ..train.data import check_finite, dataset_path
+from ..train.data import check_finite, dataset_path, read_csv
 from .featurize import (
     FeaturizerConfig,
     MoleculeError,
@@ -97,6 +97,11 @@ class MoleculeDataset:
         skipped: the rows a reader left out, each with the offending value and the reason.
         allow_missing_targets: NaN marks a missing target; without it NaN is an error.
             Infinity is always an error.
+        positions: each molecule's 0-based position among the source's data rows (for a
+            CSV, the records after the header, blank lines not counted, skipped rows
+            counted); split files index these. None: ``0 .. len - 1``.
+        source_rows: how many data rows the source has, skipped ones included (None:
+            unknown, for example when a limit stopped the reader early).
 
     Shapes:
         dataset[i].y: ``[1, num_targets]``, so that a batch's ``y`` is ``[num_graphs, num_targets]``.
@@ -109,12 +114,21 @@ class MoleculeDataset:
     rows: list[int]
     skipped: list[SkippedRow] = field(default_factory=list)
     allow_missing_targets: bool = False
+    positions: list[int] | None = None
+    source_rows: int | None = None
 
     def __post_init__(self) -> None:
+        if self.positions is None:
+            object.__setattr__(self, "positions", list(range(len(self.graphs))))
         if self.targets.dim() != 2 or not self.targets.is_floating_point():
             raise ValueError(f"targets must be a 2-D float tensor, got {self.targets.dim()}-D {self.targets.dtype}")
         count = self.targets.shape[0]
-        sizes = {"smiles": len(self.smiles), "graphs": len(self.graphs), "rows": len(self.rows)}
+        sizes = {
+            "smiles": len(self.smiles),
+            "graphs": len(self.graphs),
+            "rows": len(self.rows),
+            "positions": len(self.positions),
+        }
         if any(size != count for size in sizes.values()):
             raise ValueError(f"targets has {count} rows but the lengths are {sizes}")
         if len(self.target_names) != self.targets.shape[1]:
@@ -147,6 +161,8 @@ class MoleculeDataset:
             target_names=list(self.target_names),
             rows=[self.rows[i] for i in indices],
             allow_missing_targets=self.allow_missing_targets,
+            positions=[self.positions[i] for i in indices],
+            source_rows=self.source_rows,
         )
 
 
@@ -212,57 +228,48 @@ def read_molecule_csv(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no CSV file at {path}")
+    table = read_csv(path)
+    table.check_unique()
+    if len(set(target_columns)) != len(target_columns):
+        twice = sorted({c for c in target_columns if list(target_columns).count(c) > 1})
+        raise ValueError(f"target column(s) {twice} asked for more than once; name each target once")
+    smiles_index = table.column(smiles_column)
+    target_indices = [table.column(name) for name in target_columns]
     smiles_list: list[str] = []
     graphs: list[Data] = []
     values: list[list[float]] = []
     rows: list[int] = []
+    positions: list[int] = []
     skipped: list[SkippedRow] = []
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        while header is not None and not any(name.strip() for name in header):
-            header = next(reader, None)
-        if header is None:
-            raise ValueError(f"{path} is empty: expected a header row naming the columns")
-        header = [name.strip() for name in header]
-        columns = []
-        for name in [smiles_column, *target_columns]:
-            if name not in header:
-                raise ValueError(f"{path}: no column {name!r}; the columns are {', '.join(map(repr, header))}")
-            columns.append(header.index(name))
-        smiles_index, target_indices = columns[0], columns[1:]
-        needed = max(columns) + 1
-        while limit is None or len(graphs) < limit:
-            line = reader.line_num + 1
-            record = next(reader, None)
-            if record is None:
-                break
-            if not record:
-                continue
-            value = ""  # the field being checked, reported if the row is invalid
-            try:
-                if len(record) < needed:
-                    value = ",".join(record)
-                    raise ValueError(f"{len(record)} fields, but the header has {len(header)}")
-                value = smiles = record[smiles_index].strip()
-                if not smiles:
-                    raise MoleculeError("empty SMILES")
-                target_row = []
-                for index in target_indices:
-                    value = record[index]
-                    target_row.append(_parse_target(value, header[index], allow_missing_targets))
-                value = smiles
-                graph = graph_from_smiles(smiles, config)
-            except ValueError as error:
-                if not skip_invalid:
-                    raise type(error)(f"{path}, line {line}: {error}") from error
-                logger.warning("%s, line %d: skipped %r: %s", path, line, value, error)
-                skipped.append(SkippedRow(line, value, str(error)))
-                continue
-            smiles_list.append(smiles)
-            graphs.append(graph)
-            values.append(target_row)
-            rows.append(line)
+    for record in table.rows:
+        if limit is not None and len(graphs) >= limit:
+            break
+        value = ""  # the field being checked, reported if the row is invalid
+        try:
+            width = table.width_error(record)
+            if width is not None:
+                value = ",".join(record.fields)
+                raise ValueError(width)
+            value = smiles = record.fields[smiles_index].strip()
+            if not smiles:
+                raise MoleculeError("empty SMILES")
+            target_row = []
+            for index in target_indices:
+                value = record.fields[index]
+                target_row.append(_parse_target(value, table.names[index], allow_missing_targets))
+            value = smiles
+            graph = graph_from_smiles(smiles, config)
+        except ValueError as error:
+            if not skip_invalid:
+                raise type(error)(f"{path}, line {record.line}: {error}") from error
+            logger.warning("%s, line %d: skipped %r: %s", path, record.line, value, error)
+            skipped.append(SkippedRow(record.line, value, str(error)))
+            continue
+        smiles_list.append(smiles)
+        graphs.append(graph)
+        values.append(target_row)
+        rows.append(record.line)
+        positions.append(record.index)
     if not graphs:
         detail = (
             f"all {len(skipped)} rows were invalid; the first, line {skipped[0].row}: {skipped[0].reason}"
@@ -278,6 +285,8 @@ def read_molecule_csv(
         rows=rows,
         skipped=skipped,
         allow_missing_targets=allow_missing_targets,
+        positions=positions,
+        source_rows=None if limit is not None and len(graphs) >= limit else len(table.rows),
     )
 
 

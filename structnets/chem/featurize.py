@@ -325,13 +325,32 @@ def _reason(log: str, echo: str = "") -> str:
 
 
 # ---------------------------------------------------------------------------- SMILES and SDF
+def _check_smiles_characters(smiles: str) -> None:
+    """Refuses characters that make rdkit stop reading early and keep what it read so far.
+
+    rdkit takes the text after whitespace as the molecule's name (or a CXSMILES extension)
+    and stops at some non-ASCII characters without an error, so ``C CCCCCCCCCC`` would
+    become methane and ``CCé`` ethane. SMILES are printable ASCII without spaces; anything
+    else is an error here, so that a string is either read whole or refused.
+    """
+    for position, character in enumerate(smiles):
+        if not "!" <= character <= "~":
+            kind = "whitespace" if character.isspace() else "character"
+            raise MoleculeError(
+                f"SMILES {smiles!r} has {kind} {character!r} at position {position}: SMILES are printable "
+                f"ASCII without spaces (rdkit would read only {smiles[:position]!r}, one molecule per field)"
+            )
+
+
 def mol_from_smiles(smiles: str) -> Chem.Mol:
-    """Parses and sanitises a SMILES string.
+    """Parses and sanitises a SMILES string, which must be read whole.
 
     Raises:
-        MoleculeError: the SMILES cannot be parsed or sanitised, or has no atoms; the
-            message contains the SMILES and rdkit's reason.
+        MoleculeError: a character rdkit would stop at (whitespace, non-ASCII), or the
+            SMILES cannot be parsed or sanitised, or has no atoms; the message contains
+            the SMILES and rdkit's reason.
     """
+    _check_smiles_characters(smiles)
     with _rdkit_errors() as reason:
         mol = Chem.MolFromSmiles(smiles)
         if mol is None:

@@ -21,7 +21,6 @@ CPU, nccl on GPU); rank 0 writes the outputs.
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import time
 from collections.abc import Sequence
@@ -36,8 +35,10 @@ from ..graphs.batch import PackedGraphs
 from ..models import MPNN, MPNNConfig
 from ..train.checkpoint import RunDirectory, atomic_write, load_model, open_run
 from ..train.config import add_arguments, field_help, from_args, from_dict, shared_fields, to_dict
+from ..train.data import read_csv
 from ..train.distributed import distributed, shard
 from ..train.engine import StopReason, fit, seed_everything
+from .datasets import MoleculeDataset
 from .featurize import FeaturizerConfig, MoleculeError, atom_feature_size, bond_feature_size, graph_from_smiles
 from .metrics import Task, loss, metrics
 from .molprop_config import MolpropConfig, Schedule, engine_config, training
@@ -98,15 +99,30 @@ def _outputs(model: MPNN, batches: Sequence[Batch]) -> Tensor:
     return torch.cat(outputs) if outputs else torch.zeros(0, model.config.num_targets)
 
 
+def check_binary(dataset: MoleculeDataset) -> None:
+    """Classification learns 0/1 labels: any other value is an error naming its row and column."""
+    bad = torch.nonzero((dataset.targets != 0) & (dataset.targets != 1))
+    if len(bad):
+        row, column = bad[0].tolist()
+        raise ValueError(
+            f"--task classification needs 0/1 targets, but row {dataset.rows[row]} has "
+            f"{float(dataset.targets[row, column]):g} in {dataset.target_names[column]!r} "
+            f"({len(bad)} such value(s)); use --task regression for continuous targets"
+        )
+
+
 def train(config: MolpropConfig, out_dir: str | Path) -> dict[str, Any]:
     """Trains, evaluates and writes the run directory ``out_dir``; returns the metrics (rank 0)."""
     started = time.perf_counter()
     RunDirectory.check_target(out_dir)
     dataset = load_molecules(config)
     split = make_split(config, dataset)
-    if not split["train"] or not split["val"]:
-        raise ValueError(f"the split leaves no molecules for training or validation ({len(dataset)} molecules)")
+    empty = [name for name in SPLITS if not split[name]]
+    if empty:
+        raise ValueError(f"the split leaves no molecules in {' and '.join(empty)} ({len(dataset)} molecules)")
     names, targets, task = list(dataset.target_names), dataset.targets, config.task
+    if task is Task.CLASSIFICATION:
+        check_binary(dataset)
     counts = composition(dataset.graphs, config.featurizer) if config.uses_baseline else None
     scaler = Scaler.fit(targets[split["train"]], task, None if counts is None else counts[split["train"]])
     scaled = scaler.transform(targets, counts)
@@ -182,11 +198,13 @@ def predict(
     batch_size: int = 64,
     device: str = "cpu",
 ) -> int:
-    """Predicts every row of ``data``; returns the number of rows that could not be featurised.
+    """Predicts every row of ``data``; returns the number of rows that could not be read.
 
-    ``out`` (written atomically) has the input's rows in order, all of its columns, then
-    ``<target>_pred`` per target and ``error`` (empty, or why the row's SMILES could not be
-    featurised).
+    ``out`` (written atomically) reproduces the input: every record in order, blank lines
+    included, each row's fields unchanged, with ``<target>_pred`` per target and ``error``
+    (empty, or why the row could not be read: a bad SMILES, too few or too many fields)
+    in front (see :func:`structnets.chem.outputs.predicted_csv`). A bad row does not stop
+    the run.
     """
     model, checkpoint = load_model(open_run(model_dir, task=TASK), task=TASK, map_location=device)
     featurizer = from_dict(FeaturizerConfig, checkpoint.extra["featurizer"])
@@ -199,19 +217,20 @@ def predict(
         )
     if Path(out).is_dir():
         raise ValueError(f"--out {out} is a directory; give the CSV file to write")
-    with Path(data).open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        columns = list(reader.fieldnames or [])
-        if smiles_column not in columns:
-            raise ValueError(f"{data}: no column {smiles_column!r}; columns are {', '.join(columns)}")
-        rows = list(reader)
-    clashes = [c for c in predicted_columns(names) if c in columns]
+    if Path(out).resolve() == Path(data).resolve():
+        raise ValueError(f"--out {out} is the input file; write the predictions elsewhere")
+    table = read_csv(data)
+    smiles_index = table.column(smiles_column, flag="SMILES column")
+    clashes = [c for c in predicted_columns(names) if c in table.names]
     if clashes:
         raise ValueError(f"{data}: the input already has column(s) {clashes}, which predict writes")
     graphs, errors = [], []
-    for row in rows:
+    for record in table.rows:
         try:
-            graph = graph_from_smiles(row[smiles_column], featurizer)
+            width = table.width_error(record)
+            if width is not None:
+                raise MoleculeError(width)
+            graph = graph_from_smiles(record.fields[smiles_index].strip(), featurizer)
             graphs.append(Data(x=graph.x, edge_index=graph.edge_index, edge_attr=graph.edge_attr))
             errors.append("")
         except MoleculeError as error:
@@ -223,7 +242,7 @@ def predict(
         outputs = torch.sigmoid(outputs)
     values = iter(outputs.tolist())
     predictions = [None if error else next(values) for error in errors]
-    atomic_write(out, predicted_csv(columns, rows, predictions, errors, names))
+    atomic_write(out, predicted_csv(table, predictions, errors, names))
     return sum(1 for e in errors if e)
 
 

@@ -139,6 +139,11 @@ class MolpropConfig:
             raise ValueError("--qm9-npz replaces the source of --dataset qm9; it does not apply to other data")
         if self.sample is not None and self.sample < 1:
             raise ValueError(f"sample must be positive, got {self.sample}")
+        if self.sample is not None and self.split_indices is not None:
+            raise ValueError("--split-indices names rows of the data; it cannot be combined with --sample")
+        if len(set(self.target_columns)) != len(self.target_columns):
+            twice = sorted({c for c in self.target_columns if self.target_columns.count(c) > 1})
+            raise ValueError(f"--target-column {twice[0]!r} is given more than once; name each target once")
         if self.split_sizes is not None and (len(self.split_sizes) != 2 or min(self.split_sizes) < 1):
             raise ValueError(f"split sizes must be two positive counts (train, val), got {self.split_sizes}")
         if len(self.fractions) != 3 or any(f < 0 for f in self.fractions) or abs(sum(self.fractions) - 1) > 1e-6:

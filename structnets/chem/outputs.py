@@ -2,8 +2,8 @@
 
 * :func:`predictions_csv`: every molecule of the run, its split, true and predicted values;
 * :func:`parity_figure`: predicted against true per target, one colour per split;
-* :func:`predicted_csv`: ``predict``'s output, the input's rows and columns in order with a
-  ``<target>_pred`` column per target and an ``error`` column.
+* :func:`predicted_csv`: ``predict``'s output, the input's records unchanged and in order,
+  preceded by a ``<target>_pred`` column per target and an ``error`` column.
 
 They return the content; the caller writes it atomically (:class:`structnets.train.checkpoint.RunDirectory`
 or :func:`structnets.train.checkpoint.atomic_write`).
@@ -19,6 +19,7 @@ from typing import Any
 
 from torch import Tensor
 
+from ..train.data import CsvTable
 from .datasets import MoleculeDataset
 from .metrics import Task
 
@@ -85,24 +86,39 @@ def predicted_columns(names: Sequence[str]) -> list[str]:
 
 
 def predicted_csv(
-    columns: Sequence[str],
-    rows: Sequence[Mapping[str, str]],
+    table: CsvTable,
     predictions: Sequence[Sequence[float] | None],
     errors: Sequence[str],
     names: Sequence[str],
 ) -> str:
-    """``predict``'s output: one line per input row, in order, every input column carried through.
+    """``predict``'s output: the input table reproduced, with the predicted columns in front.
+
+    The header and every record come out in order with their fields unchanged (duplicate
+    column names, rows with too few or too many fields, blank lines), each data row
+    preceded by ``<target>_pred`` per target and ``error``. The added columns go in front
+    so that they line up even where a row's own fields do not; dropping them gives back the
+    input's records.
 
     Args:
-        columns, rows: the input's header and rows (as ``csv.DictReader`` reads them).
-        predictions: per row, one value per target, or None where the row could not be read.
-        errors: per row, why it could not be read, or an empty string.
+        table: the input (:func:`structnets.train.data.read_csv`).
+        predictions: per data row, one value per target, or None where the row could not be read.
+        errors: per data row, why it could not be read, or an empty string.
         names: the target names.
     """
+    count = sum(1 for r in table.records if r.index is not None)
+    if not len(predictions) == len(errors) == count:
+        raise ValueError(f"{len(predictions)} predictions and {len(errors)} errors for {count} data rows")
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\r\n")
-    writer.writerow(list(columns) + predicted_columns(names))
-    for row, values, error in zip(rows, predictions, errors, strict=True):
+    for _ in range(table.blank_lines_before_header):
+        writer.writerow([])
+    writer.writerow(predicted_columns(names) + list(table.header))
+    rows = iter(zip(predictions, errors, strict=True))
+    for record in table.records:
+        if record.index is None:
+            writer.writerow([])
+            continue
+        values, error = next(rows)
         predicted = [f"{v:.6g}" for v in values] if values is not None else [""] * len(names)
-        writer.writerow([row[c] for c in columns] + predicted + [error])
+        writer.writerow(predicted + [error] + record.fields)
     return text.getvalue()

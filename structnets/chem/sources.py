@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,9 @@ from .splits import random_split, read_split_json, scaffold_split, sized_split
 if TYPE_CHECKING:
     from .molprop_config import MolpropConfig
 
-__all__ = ["MoleculeSet", "SplitKind", "load_molecules", "make_split", "subsample"]
+__all__ = ["MoleculeSet", "SplitKind", "load_molecules", "make_split", "split_by_rows", "subsample"]
+
+logger = logging.getLogger(__name__)
 
 
 class MoleculeSet(enum.Enum):
@@ -117,13 +120,36 @@ def subsample(dataset: MoleculeDataset, sample: int, seed: int) -> MoleculeDatas
         graphs=[dataset.graphs[i] for i in keep],
         targets=dataset.targets[keep],
         rows=[dataset.rows[i] for i in keep],
+        positions=[dataset.positions[i] for i in keep],
     )
+
+
+def split_by_rows(path: Path, dataset: MoleculeDataset) -> dict[str, list[int]]:
+    """A split file's rows as indices of ``dataset``.
+
+    The file's indices count the source's data rows (see :attr:`MoleculeDataset.positions`),
+    whatever the reader skipped, so a split file means the same molecules with and without
+    ``--skip-invalid``; a row that was skipped is left out of its split with a warning.
+    Every split must keep at least one molecule.
+    """
+    total = dataset.source_rows if dataset.source_rows is not None else len(dataset)
+    rows = read_split_json(path, total)
+    where = {position: k for k, position in enumerate(dataset.positions)}
+    split = {name: [where[i] for i in indices if i in where] for name, indices in rows.items()}
+    lost = {name: len(rows[name]) - len(split[name]) for name in rows if len(rows[name]) != len(split[name])}
+    if lost:
+        shown = ", ".join(f"{count} from {name}" for name, count in lost.items())
+        logger.warning("%s: rows skipped as invalid are left out of the split (%s)", path, shown)
+    empty = [name for name, indices in split.items() if not indices]
+    if empty:
+        raise ValueError(f"{path}: the split leaves no molecules in {' and '.join(map(repr, empty))}")
+    return split
 
 
 def make_split(config: MolpropConfig, dataset: MoleculeDataset) -> dict[str, list[int]]:
     """``{"train": [...], "val": [...], "test": [...]}``: row indices of ``dataset``."""
     if config.split_indices is not None:
-        return read_split_json(Path(config.split_indices), len(dataset))
+        return split_by_rows(Path(config.split_indices), dataset)
     if config.split_sizes is not None:
         if config.split is SplitKind.SCAFFOLD:
             raise ValueError("--split-sizes makes a random split; it cannot be combined with --split scaffold")

@@ -160,7 +160,7 @@ def _check_split(split: object, num: int | None, where: str) -> dict[str, list[i
                 raise ValueError(f"{where}: {name!r} holds {value!r}, which is not an integer row index")
             if value < 0 or (num is not None and value >= num):
                 bound = f"0..{num - 1}" if num is not None else "non-negative"
-                raise ValueError(f"{where}: {name!r} holds index {value}, out of range ({bound} for {num} molecules)")
+                raise ValueError(f"{where}: {name!r} holds index {value}, out of range ({bound} for {num} rows)")
             if value in owner:
                 where_else = (
                     "twice in the same split" if owner[value] == name else f"in both {owner[value]!r} and {name!r}"

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from .cells import Incoming, LSTMCell, RecurrentCell, State
 from .fused import fused_lstm_levels
-from .schedules import Levels, Synchronous, Topological, topological_levels
+from .schedules import Levels, Synchronous, Topological, check_edge_index, topological_levels
 
 __all__ = [
     "GraphState",
@@ -268,17 +268,19 @@ def propagate_rounds(
     Returns:
         :class:`GraphState` of the final node and edge states.
     """
-    if edge_index.dim() != 2 or edge_index.shape[0] != 2:
-        raise ValueError(f"edge_index must have shape [2, num_edges], got {tuple(edge_index.shape)}")
+    nodes = _components(state)[0]
+    num_nodes = nodes.shape[0]
+    check_edge_index(edge_index, num_nodes, nodes.device)
     if edges is not None:
         if edge_step is None:
             raise ValueError("edge states (edges=) need an edge_step to update them")
         if edges.shape[0] != edge_index.shape[1]:
             raise ValueError(f"edges have {edges.shape[0]} rows but edge_index has {edge_index.shape[1]} edges")
+        if edges.device != nodes.device:
+            raise ValueError(f"the edge states are on {edges.device} but the node states are on {nodes.device}")
     steps = _per_round(step, rounds, "step")
     edge_steps = None if edge_step is None else _per_round(edge_step, rounds, "edge_step")
     senders, receivers = edge_index[0], edge_index[1]
-    num_nodes = _components(state)[0].shape[0]
     for t in range(rounds):
         h = _components(state)[0]
         if edge_steps is None:
@@ -409,6 +411,7 @@ def propagate(
         raise ValueError("one step per round applies to the Synchronous schedule; Topological runs one cell")
     if not isinstance(inputs, Tensor) or inputs.dim() != 2:
         raise ValueError("under a Topological schedule inputs must be a [num_nodes, input_size] tensor")
+    check_edge_index(edge_index, inputs.shape[0], inputs.device)
     step.check_edge_attr(edge_attr, edge_index.flip(0) if schedule.reverse else edge_index)
     levels = topological_levels(edge_index, inputs.shape[0], reverse=schedule.reverse)
     return propagate_levels(step, inputs, levels, initial=initial, edge_attr=edge_attr)

@@ -32,6 +32,7 @@ __all__ = [
     "compute_levels",
     "build_levels",
     "topological_levels",
+    "check_edge_index",
 ]
 
 
@@ -118,7 +119,18 @@ class Levels:
         return self.order[: self.sizes[0]]
 
 
-def _check_edge_index(edge_index: Tensor, num_nodes: int) -> None:
+def check_edge_index(edge_index: Tensor, num_nodes: int, nodes_device: torch.device | None = None) -> None:
+    """Raises for an edge_index that is not ``[2, num_edges]`` integers within ``0 .. num_nodes - 1``,
+    or that lies on another device than the nodes' ``nodes_device``.
+
+    The range check reads the smallest and largest index, one synchronisation with the device.
+    """
+    if not isinstance(edge_index, Tensor):
+        raise TypeError(f"edge_index must be a tensor, got {type(edge_index).__name__}")
+    if nodes_device is not None and edge_index.device != nodes_device:
+        raise ValueError(
+            f"edge_index is on {edge_index.device} but the node states are on {nodes_device}; move both to one device"
+        )
     if edge_index.dim() != 2 or edge_index.shape[0] != 2:
         raise ValueError(f"edge_index must have shape [2, num_edges], got {tuple(edge_index.shape)}")
     if edge_index.dtype not in (torch.int64, torch.int32):
@@ -126,7 +138,7 @@ def _check_edge_index(edge_index: Tensor, num_nodes: int) -> None:
     if num_nodes < 0:
         raise ValueError(f"num_nodes must be non-negative, got {num_nodes}")
     if edge_index.numel():
-        low, high = int(edge_index.min()), int(edge_index.max())
+        low, high = (int(v) for v in torch.aminmax(edge_index))
         if low < 0 or high >= num_nodes:
             raise ValueError(f"edge_index refers to node {low if low < 0 else high}, but num_nodes is {num_nodes}")
 
@@ -157,7 +169,7 @@ def compute_levels(edge_index: Tensor, num_nodes: int) -> Tensor:
     Shapes:
         edge_index: ``[2, num_edges]``; returns ``[num_nodes]`` (int64).
     """
-    _check_edge_index(edge_index, num_nodes)
+    check_edge_index(edge_index, num_nodes)
     device = edge_index.device
     src, dst = edge_index[0].long(), edge_index[1].long()
     level = torch.full((num_nodes,), -1, dtype=torch.long, device=device)

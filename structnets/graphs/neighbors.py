@@ -225,7 +225,11 @@ def radius_graph(
 
 
 def knn_graph(pos: Tensor, k: int, batch: Tensor | None = None, *, loop: bool = False) -> Tensor:
-    """Each point's ``k`` nearest points of the same graph (fewer where the graph is smaller).
+    """Each point's ``k`` nearest points of the same graph.
+
+    A graph with fewer than ``k`` other points links each point to all of them, without a
+    warning, as torch_cluster's ``knn_graph`` does; count a graph's edges per node if a
+    fixed ``k`` matters.
 
     Row 0 the neighbour, row 1 the centre, as :func:`radius_graph`; not symmetric. CPU
     tensors use scipy's ``cKDTree``; other devices compare each graph's points in blocks

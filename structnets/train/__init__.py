@@ -16,7 +16,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import add_arguments, from_args, from_dict, to_dict
-from .data import check_finite, data_dir, dataset_path
+from .data import CsvRecord, CsvTable, check_finite, data_dir, dataset_path, read_csv, read_text
 from .distributed import World, decide, distributed, shard, world
 from .engine import LRSchedule, StopReason, TrainConfig, TrainResult, clip_gradients, fit, lr_factor, seed_everything
 
@@ -33,7 +33,11 @@ __all__ = [
     "from_args",
     "from_dict",
     "to_dict",
+    "CsvRecord",
+    "CsvTable",
     "check_finite",
+    "read_csv",
+    "read_text",
     "data_dir",
     "dataset_path",
     "World",

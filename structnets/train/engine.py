@@ -80,6 +80,23 @@ class NonFiniteLossError(ValueError):
     """The training loss became NaN or infinite: training stops before the weights are kept."""
 
 
+def _non_finite(what: str, value: float, step: int, first_step: int, description: str) -> str:
+    """The error for a non-finite loss or gradient: where, and the likely cause."""
+    if step == first_step + 1:
+        cause = (
+            "at the run's first step this usually means NaN or infinity in the inputs or targets, "
+            "or outputs that overflow from the start (check the data and the model's scale)"
+        )
+    elif what == "loss":
+        cause = "after finite steps this usually means training diverged: try a lower --lr, or --clip-grad-norm"
+    else:
+        cause = (
+            "with a finite loss this usually means an operation whose derivative is infinite here "
+            "(a square root or logarithm at 0, a division by a vanishing norm) or an overflow in backprop"
+        )
+    return f"{description}: the training {what} is {value} at step {step}; nothing was saved ({cause})"
+
+
 class StopReason(enum.Enum):
     """Why :func:`fit` returned."""
 
@@ -441,6 +458,7 @@ def fit(
     window_loss: list[float] = []
     window_norm: list[float] = []
     validated_at = step if config.resume is not None else -1
+    first_step = step  # where this run (or resumption) began, for the non-finite error's cause
     net.train()
     with bar:
         while stop is StopReason.DONE:
@@ -450,9 +468,14 @@ def fit(
                 break
             for batch in batches(epoch):
                 loss = loss_fn(net, batch)
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise NonFiniteLossError(_non_finite("loss", value, step + 1, first_step, description))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 norm = clip_gradients(net, config.clip_grad_norm)
+                if not math.isfinite(norm):
+                    raise NonFiniteLossError(_non_finite("gradient norm", norm, step + 1, first_step, description))
                 clipped += int(config.clip_grad_norm is not None and norm > config.clip_grad_norm)
                 opt.step()
                 if scheduler is not None:
@@ -460,12 +483,6 @@ def fit(
                 if averaged is not None:
                     averaged.update_parameters(model)
                 step += 1
-                value = float(loss.detach())
-                if not math.isfinite(value):
-                    raise NonFiniteLossError(
-                        f"{description}: the training loss is {value} at step {step}; nothing was saved "
-                        "(try a lower --lr, or --clip-grad-norm)"
-                    )
                 window_loss.append(value)
                 window_norm.append(norm)
                 if len(window_loss) == config.log_every:

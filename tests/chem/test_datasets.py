@@ -1,12 +1,17 @@
 import dataclasses
+import gzip
 import importlib.util
 import logging
 import math
 import resource
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.testing import assert_close
 from torch_geometric.loader import DataLoader
 
@@ -276,3 +281,88 @@ def test_qm9pack_csv_layout_is_read(data_dir, tmp_path, monkeypatch):
     assert_close(from_pack.targets, from_subset.targets)
     assert_close(from_pack.graphs[2].pos, from_subset.graphs[2].pos)
     assert len(load_qm9(source=QM9Source.QM9PACK, limit=2)) == 2
+
+
+def test_smiles_read_only_in_part_names_file_row_and_value(tmp_path, caplog):
+    path = write(tmp_path, "smiles,y\nCC,0.5\nC CCCCCCCCCC,1.0\nCCé,2\nCCC,2\n", "partial.csv")
+    with pytest.raises(MoleculeError, match=r"partial\.csv, line 3: SMILES 'C CCCCCCCCCC' has whitespace"):
+        read_molecule_csv(path, "smiles", ["y"])
+    with caplog.at_level(logging.WARNING):
+        dataset = read_molecule_csv(path, "smiles", ["y"], skip_invalid=True)
+    assert dataset.smiles == ["CC", "CCC"]
+    assert [(s.row, s.value) for s in dataset.skipped] == [(3, "C CCCCCCCCCC"), (4, "CCé")]
+    assert "line 4" in caplog.text and "'é'" in caplog.text
+
+
+def test_duplicate_header_names_are_refused(tmp_path):
+    path = write(tmp_path, "smiles,y,y\nCC,0.5,1\n")
+    with pytest.raises(
+        ValueError, match=r"mols\.csv: the header names a column more than once \('y' at columns \[2, 3\]\)"
+    ):
+        read_molecule_csv(path, "smiles", ["y"])
+    # names are compared without their surrounding spaces
+    with pytest.raises(ValueError, match="more than once"):
+        read_molecule_csv(write(tmp_path, "smiles, y,y \nCC,0.5,1\n"), "smiles", ["y"])
+
+
+def test_row_with_an_extra_field_is_refused(tmp_path):
+    path = write(tmp_path, "smiles,y\nCC,0.5\nCCO,1.0,7\n")
+    with pytest.raises(ValueError, match=r"mols\.csv, line 3: 3 fields, but the header has 2"):
+        read_molecule_csv(path, "smiles", ["y"])
+    dataset = read_molecule_csv(path, "smiles", ["y"], skip_invalid=True)
+    assert dataset.smiles == ["CC"] and dataset.skipped[0].row == 3
+
+
+def test_same_target_column_twice_is_refused(tmp_path):
+    path = write(tmp_path, "smiles,y\nCC,0.5\n")
+    with pytest.raises(ValueError, match=r"\['y'\] asked for more than once"):
+        read_molecule_csv(path, "smiles", ["y", "y"])
+
+
+def test_non_utf8_and_gzipped_csv_are_refused(tmp_path):
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("smiles,name\nCC,ok\nCCO,caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin\.csv, line 3: not UTF-8 text \(byte 0xe9"):
+        read_molecule_csv(latin, "smiles", ["name"])
+    packed = tmp_path / "packed.csv.gz"
+    packed.write_bytes(gzip.compress(b"smiles,y\nCC,1\n"))
+    with pytest.raises(ValueError, match=r"packed\.csv\.gz is gzip-compressed; decompress it first"):
+        read_molecule_csv(packed, "smiles", ["y"])
+
+
+def test_bom_and_space_padded_header_are_read(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbf smiles , y\r\nCC,0.5\r\n\r\nCCO,1\r\n")
+    dataset = read_molecule_csv(path, "smiles", ["y"])
+    assert dataset.smiles == ["CC", "CCO"] and dataset.rows == [2, 4] and dataset.positions == [0, 1]
+    assert dataset.target_names == ["y"] and dataset.source_rows == 2
+
+
+_FIELDS = st.sampled_from(
+    ["CC", "CCO", "c1ccccc1", "1.5", "-2", "", "nan", "inf", "x", "C C", "CCé", '"q,uoted"', " 3 "]
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    header=st.lists(st.sampled_from(["smiles", "y", "z", " y", "id"]), min_size=1, max_size=4),
+    rows=st.lists(st.lists(_FIELDS, max_size=5), max_size=6),
+    noise=st.sampled_from(["", "\n", "\x00", "\ufeff", '"', "\xe9"]),
+    encoding=st.sampled_from(["utf-8", "latin-1"]),
+)
+def test_molecule_csv_fuzz_parses_or_names_the_file(header, rows, noise, encoding):
+    text = ",".join(header) + "\n" + "".join(",".join(r) + "\n" for r in rows) + noise
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "fuzz.csv"
+        path.write_bytes(text.encode(encoding, errors="replace"))
+        try:
+            dataset = read_molecule_csv(path, "smiles", ["y"], skip_invalid=bool(len(rows) % 2))
+        except ValueError as error:
+            assert str(path) in str(error)
+            return
+    # Read: the header is unique and every molecule kept is one of the rows, whole.
+    names = [h.strip() for h in header]
+    assert len(set(names)) == len(names)
+    data_rows = [r for r in text.split("\n")[1:] if r]
+    for smiles, row, position in zip(dataset.smiles, dataset.rows, dataset.positions):
+        assert smiles in {"CC", "CCO", "c1ccccc1"} and row >= 2 and 0 <= position < len(data_rows)

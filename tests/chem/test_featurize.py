@@ -1,6 +1,10 @@
+import re
+
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from rdkit import Chem
 from rdkit.Chem import AllChem
 from torch.testing import assert_close
@@ -286,3 +290,52 @@ def test_sdf_records_are_read_and_a_bad_one_is_named(tmp_path):
     path.write_text(good + pentavalent + "$$$$\n")
     with pytest.raises(MoleculeError, match=r"two.sdf, record 2: .*valence"):
         graphs_from_sdf(path)
+
+
+@pytest.mark.parametrize(
+    ("smiles", "message"),
+    [
+        ("C CCCCCCCCCC", r"whitespace ' ' at position 1.*would read only 'C'"),
+        ("CCé", r"character 'é' at position 2.*would read only 'CC'"),
+        ("CC\tO", r"whitespace '\\t' at position 2"),
+        ("c1ccccc1 benzene", r"at position 8"),
+        ("CC\x00C", r"character '\\x00' at position 2"),
+    ],
+)
+def test_smiles_read_only_in_part_is_refused(smiles, message):
+    with pytest.raises(MoleculeError, match=message):
+        graph_from_smiles(smiles)
+
+
+# A SMILES tokenizer (the atom, bond, branch and ring-closure tokens of OpenSMILES) for the
+# property test: a string rdkit accepted was read whole when the tokens cover it exactly and
+# rdkit's unsanitised molecule has one atom per atom token.
+_TOKEN = re.compile(r"\[[^\[\]]+\]|Br|Cl|[BCNOSPFI]|[bcnosp]|\*|%\d\d|\d|[()=#\-+\\/:~@?>.$]")
+_ATOM = re.compile(r"\[[^\[\]]+\]|Br|Cl|[BCNOSPFI]|[bcnosp]|\*")
+_VALID = ["CCO", "c1ccccc1", "C(=O)O", "[NH4+]", "CC(C)(C)Br", "Cl/C=C/Cl", "[H]C([H])([H])[H]", "C%10CC%10",
+          "[13CH4]", "CC.O", "*CC", "[Na+].[Cl-]", "OC[C@H](N)C(=O)O"]  # fmt: skip
+_PIECES = st.sampled_from(list("CNOcnos()[]=#+-123@H%./\\ :*~|$?>!é\t\x00") + ["Cl", "Br", " name", "\u2013"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.one_of(
+        st.lists(_PIECES, max_size=12).map("".join),
+        st.tuples(st.sampled_from(_VALID), st.integers(0, 20), st.lists(_PIECES, max_size=3).map("".join)).map(
+            lambda v: v[0][: v[1]] + v[2] + v[0][v[1] :]
+        ),
+        st.text(max_size=10),
+    )
+)
+def test_every_string_is_read_whole_or_refused(smiles):
+    try:
+        mol = mol_from_smiles(smiles)
+    except MoleculeError:
+        return  # refused: fine, and nothing else may be raised
+    tokens = _TOKEN.findall(smiles)
+    assert "".join(tokens) == smiles, f"{smiles!r} was accepted but holds characters that are not SMILES"
+    params = Chem.SmilesParserParams()
+    params.removeHs, params.sanitize = False, False
+    raw = Chem.MolFromSmiles(smiles, params)
+    assert raw.GetNumAtoms() == sum(1 for t in tokens if _ATOM.fullmatch(t)), f"{smiles!r} was read in part"
+    assert mol.GetNumHeavyAtoms() == raw.GetNumHeavyAtoms()

@@ -1,14 +1,18 @@
 import csv
 import dataclasses
+import io
 import json
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from structnets.chem.molprop import MolpropConfig, predict, train, training
 from structnets.cli import main
@@ -92,7 +96,7 @@ def test_predict_keeps_every_row_and_column_in_order(esol_run, tmp_path):
         reader = csv.DictReader(handle)
         rows = list(reader)
     target = f"{TARGET}_pred"
-    assert reader.fieldnames == ["name", "smiles", "note", target, "error"]
+    assert reader.fieldnames == [target, "error", "name", "smiles", "note"]
     assert [(r["name"], r["smiles"], r["note"]) for r in rows] == [
         ("a", "CCO", "x"),
         ("b", "not-a-smiles", ""),
@@ -282,3 +286,124 @@ def test_a_model_file_of_the_old_schema_is_refused_with_one_line(tmp_path):
     torch.save({"state_dict": {}, "config": {}}, tmp_path / "old" / "model.pt")
     with pytest.raises(CheckpointError, match="not a structnets run directory"):
         predict(tmp_path / "old", tmp_path / "none.csv", "smiles", tmp_path / "out.csv")
+
+
+def _predict_records(run, tmp_path, raw: bytes):
+    data = tmp_path / "in.csv"
+    data.write_bytes(raw)
+    failed = predict(run, data, "smiles", tmp_path / "out.csv")
+    with (tmp_path / "out.csv").open(newline="") as handle:
+        return failed, list(csv.reader(handle))
+
+
+def test_predict_reproduces_its_input(esol_run, tmp_path):
+    _, _, run = esol_run
+    raw = "\ufeff id , smiles ,id\r\na,CCO,1\r\n\r\nb,C CCCCCCCCCC,2\r\nc,CC\r\nd,c1ccccc1,4,extra\r\ne,CCN,5\r\n"
+    failed, records = _predict_records(run, tmp_path, raw.encode())
+    added = len(records[0]) - 3
+    assert records[0][added:] == [" id ", " smiles ", "id"]  # duplicate and padded names kept as written
+    assert [r[added:] for r in records[1:]] == [
+        ["a", "CCO", "1"],
+        [],  # the blank line stays
+        ["b", "C CCCCCCCCCC", "2"],
+        ["c", "CC"],
+        ["d", "c1ccccc1", "4", "extra"],
+        ["e", "CCN", "5"],
+    ]
+    errors = {r[added:][0]: r[added - 1] for r in records[1:] if r}
+    assert failed == 3 and errors["a"] == errors["e"] == ""
+    assert "whitespace" in errors["b"] and "2 fields, but the header has 3" in errors["c"]
+    assert "4 fields" in errors["d"]
+    assert records[1][0] != "" and records[3][0] == ""  # a prediction only where the row was read
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    header=st.lists(st.sampled_from(["id", "smiles", "note", " x"]), min_size=1, max_size=4),
+    rows=st.lists(st.lists(st.sampled_from(["CCO", "C", "bad(", "", "a b", '"q,x"', "é"]), max_size=5), max_size=5),
+)
+def test_predict_output_minus_added_columns_is_the_input(esol_run, header, rows):
+    _, _, run = esol_run
+    if "smiles" not in header:
+        header = [*header, "smiles"]
+    if header.count("smiles") > 1:
+        return  # an ambiguous SMILES column is refused (tested above)
+    text = "\r\n".join([",".join(header)] + [",".join(r) for r in rows]) + "\r\n"
+    with tempfile.TemporaryDirectory() as folder:
+        data = Path(folder) / "in.csv"
+        data.write_text(text, newline="")
+        predict(run, data, "smiles", Path(folder) / "out.csv")
+        with (Path(folder) / "out.csv").open(newline="") as handle:
+            output = list(csv.reader(handle))
+    expected = list(csv.reader(io.StringIO(text, newline="")))
+    added = len(output[0]) - len(expected[0])
+    assert added == 2 and [r[added:] for r in output] == expected
+
+
+def test_predict_refuses_a_duplicated_smiles_column_and_its_own_input_as_out(esol_run, tmp_path):
+    _, _, run = esol_run
+    data = _csv(tmp_path / "in.csv", [["CC", "CC"]], header=("smiles", "smiles"))
+    with pytest.raises(ValueError, match=r"in\.csv: the header names 'smiles' 2 times \(columns \[1, 2\]\)"):
+        predict(run, data, "smiles", tmp_path / "out.csv")
+    data = _csv(tmp_path / "one.csv", [["CC"]], header=("smiles",))
+    with pytest.raises(ValueError, match="is the input file"):
+        predict(run, data, "smiles", data)
+
+
+def _small_csv(tmp_path, values):
+    smiles = ["CCO", "CCC", "CCN", "c1ccccc1", "CC(=O)O", "CCCl", "CO", "CCCC", "OCCO", "CC#N"]
+    return _csv(tmp_path / "mols.csv", [[s, v] for s, v in zip(smiles, values)])
+
+
+TINY = ["--hidden-size", "8", "--ema-decay", "0", "--epochs", "1", "--no-progress"]
+
+
+def test_classification_on_continuous_targets_is_refused(tmp_path, capsys):
+    data = _small_csv(tmp_path, ["0", "1", "0.5", "1", "0", "1", "0", "1", "0", "1"])
+    flags = ["molprop", "train", "--data", str(data), "--target-column", "y", "--task", "classification", *TINY]
+    assert main([*flags, "--out", str(tmp_path / "r")]) == 2
+    error = capsys.readouterr().err
+    assert "needs 0/1 targets, but row 4 has 0.5 in 'y'" in error and "--task regression" in error
+    assert not (tmp_path / "r").exists()
+
+
+def test_same_target_column_twice_is_refused_by_the_cli(tmp_path, capsys):
+    data = _small_csv(tmp_path, [str(v) for v in range(10)])
+    flags = ["molprop", "train", "--data", str(data), "--target-column", "y", "--target-column", "y", *TINY]
+    assert main([*flags, "--out", str(tmp_path / "r")]) == 2
+    assert "--target-column 'y' is given more than once" in capsys.readouterr().err
+
+
+def test_split_indices_with_an_empty_test_split_is_refused(tmp_path, capsys):
+    data = _small_csv(tmp_path, [str(v) for v in range(10)])
+    (tmp_path / "split.json").write_text(json.dumps({"train": list(range(8)), "val": [8, 9], "test": []}))
+    flags = ["molprop", "train", "--data", str(data), "--target-column", "y", *TINY]
+    assert main([*flags, "--split-indices", str(tmp_path / "split.json"), "--out", str(tmp_path / "r")]) == 2
+    assert "split.json: the split leaves no molecules in 'test'" in capsys.readouterr().err
+
+
+def test_split_indices_refer_to_csv_rows_whatever_is_skipped(tmp_path, caplog):
+    rows = [["CCO", "1"], ["C1CC", "2"], ["CCC", "3"], ["CCN", "4"], ["c1ccccc1", "5"], ["CO", "6"], ["CCCC", "7"]]
+    data = _csv(tmp_path / "mols.csv", rows)
+    (tmp_path / "split.json").write_text(json.dumps({"train": [0, 1, 2, 3], "val": [4], "test": [5, 6]}))
+    config = MolpropConfig(
+        data=str(data),
+        target_columns=("y",),
+        skip_invalid=True,
+        split_indices=str(tmp_path / "split.json"),
+        train=_train(epochs=1),
+        **SMALL,
+    )
+    with caplog.at_level("WARNING"):
+        metrics = train(config, tmp_path / "run")
+    assert metrics["num_molecules"] == {"train": 3, "val": 1, "test": 2}  # row 1 (line 3) was skipped
+    assert "left out of the split (1 from train)" in caplog.text
+    written = list(csv.DictReader((tmp_path / "run" / "predictions.csv").open()))
+    assert {(r["split"], r["smiles"]) for r in written} == {
+        ("train", "CCO"), ("train", "CCC"), ("train", "CCN"), ("val", "c1ccccc1"), ("test", "CO"), ("test", "CCCC")
+    }  # fmt: skip
+
+
+def test_split_indices_cannot_be_combined_with_sample():
+    with pytest.raises(ValueError, match="cannot be combined with --sample"):
+        MolpropConfig(dataset="esol", sample=10, split_indices="split.json")

@@ -1,12 +1,14 @@
 import csv
 import io
 
+import pytest
 import torch
 
 from structnets.chem import FeaturizerConfig, graph_from_smiles
 from structnets.chem.datasets import MoleculeDataset
 from structnets.chem.metrics import Task
 from structnets.chem.outputs import parity_figure, predicted_columns, predicted_csv, predictions_csv
+from structnets.train.data import read_csv
 
 
 def _dataset() -> MoleculeDataset:
@@ -27,17 +29,25 @@ def test_predictions_csv_lists_every_molecule_by_split():
     ]
 
 
-def test_predicted_csv_keeps_rows_columns_and_order():
-    columns = ["id", "smiles"]
-    rows = [{"id": "a", "smiles": "CCO"}, {"id": "b", "smiles": "bad"}, {"id": "c", "smiles": "C"}]
-    text = predicted_csv(columns, rows, [[1.5, 2.0], None, [3.0, -1e-7]], ["", "cannot parse", ""], ["u", "v"])
-    reader = csv.DictReader(io.StringIO(text))
-    assert reader.fieldnames == ["id", "smiles", "u_pred", "v_pred", "error"] == columns + predicted_columns("uv")
-    assert [list(r.values()) for r in reader] == [
-        ["a", "CCO", "1.5", "2", ""],
-        ["b", "bad", "", "", "cannot parse"],
-        ["c", "C", "3", "-1e-07", ""],
+def test_predicted_csv_keeps_rows_columns_and_order(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_text("id,smiles,id\na,CCO,1\n\nb,bad\nc,C,3,extra\n")
+    table = read_csv(path)
+    text = predicted_csv(table, [[1.5, 2.0], None, None], ["", "2 fields", "4 fields"], ["u", "v"])
+    records = list(csv.reader(io.StringIO(text)))
+    assert (
+        records[0]
+        == predicted_columns("uv") + ["id", "smiles", "id"]
+        == ["u_pred", "v_pred", "error", "id", "smiles", "id"]
+    )
+    assert records[1:] == [
+        ["1.5", "2", "", "a", "CCO", "1"],
+        [],
+        ["", "", "2 fields", "b", "bad"],
+        ["", "", "4 fields", "c", "C", "3", "extra"],
     ]
+    with pytest.raises(ValueError):
+        predicted_csv(table, [None], [""], ["u", "v"])  # fewer predictions than rows
 
 
 def test_parity_figure_has_one_panel_per_target():

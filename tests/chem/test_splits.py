@@ -102,7 +102,7 @@ def test_split_json_round_trip(tmp_path):
         ({"train": [0, "3"], "val": [1], "test": [2]}, r"'train' holds '3', which is not an integer"),
         ({"train": [0, 1.5], "val": [1], "test": [2]}, r"'train' holds 1.5"),
         ({"train": [0, True], "val": [1], "test": [2]}, r"'train' holds True"),
-        ({"train": [0], "val": [1], "test": [10]}, r"'test' holds index 10, out of range \(0..9 for 10 molecules\)"),
+        ({"train": [0], "val": [1], "test": [10]}, r"'test' holds index 10, out of range \(0..9 for 10 rows\)"),
         ({"train": [-1], "val": [1], "test": [2]}, r"'train' holds index -1, out of range"),
         ({"train": [0, 4], "val": [1, 4], "test": [2]}, r"index 4 appears in both 'train' and 'val'"),
         ({"train": [0, 0], "val": [1], "test": [2]}, r"index 0 appears twice in the same split"),

@@ -452,3 +452,33 @@ def test_arguments_that_do_not_apply_raise():
         propagate(cell, x, dag, "synchronous")
     with pytest.raises(ValueError, match=r"shape \[2, num_edges\]"):
         propagate_rounds(cell, h, GRAPH[0], 1)
+
+
+@pytest.mark.parametrize(
+    ("edge_index", "error", "match"),
+    [
+        (torch.tensor([[0, 1], [1, 7]]), ValueError, "edge_index refers to node 7, but num_nodes is 7"),
+        (torch.tensor([[0, -1], [1, 2]]), ValueError, "edge_index refers to node -1, but num_nodes is 7"),
+        (torch.tensor([[0.0, 1.0], [1.0, 2.0]]), TypeError, "edge_index must hold integers, got dtype torch.float32"),
+        (torch.tensor([0, 1]), ValueError, r"edge_index must have shape \[2, num_edges\]"),
+    ],
+)
+def test_bad_edge_index_gets_the_same_error_under_both_schedules(edge_index, error, match):
+    cell = GRUCell(3, 3)
+    h = torch.randn(7, 3)
+    with pytest.raises(error, match=match):
+        propagate(cell, None, edge_index, Synchronous(1), state=h)
+    with pytest.raises(error, match=match):
+        propagate(cell, h, edge_index, Topological())
+
+
+def test_mismatched_devices_name_both_devices():
+    cell = GRUCell(3, 3)
+    h = torch.randn(7, 3, device="meta")  # a second device without an accelerator
+    with pytest.raises(ValueError, match="edge_index is on cpu but the node states are on meta"):
+        propagate(cell, None, GRAPH, Synchronous(1), state=h)
+    with pytest.raises(ValueError, match="edge_index is on cpu but the node states are on meta"):
+        propagate(cell, h, GRAPH, Topological())
+    edges = torch.randn(GRAPH.shape[1], 3, device="meta")
+    with pytest.raises(ValueError, match="the edge states are on meta but the node states are on cpu"):
+        propagate(cell, None, GRAPH, Synchronous(1), state=torch.randn(7, 3), edges=edges, edge_step=_EdgeMLP(3, 3))

@@ -96,3 +96,15 @@ def test_knn_errors_and_small_graphs():
     assert knn_graph(torch.zeros(1, 2), 3).shape == (2, 0)  # a lone point has no neighbours
     with pytest.raises(ValueError, match="k must be at least 1"):
         knn_graph(torch.zeros(3, 2), 0)
+
+
+def test_knn_graph_with_k_above_n_links_every_other_point():
+    # Documented: a graph with fewer than k other points links each point to all of them.
+    pos = torch.randn(14, 3)
+    batch = torch.tensor([0] * 4 + [1] * 10)
+    edges = knn_graph(pos, 6, batch)
+    incoming = torch.bincount(edges[1], minlength=14)
+    assert incoming[:4].tolist() == [3] * 4 and incoming[4:].tolist() == [6] * 10
+    small = edges[:, edges[1] < 4]
+    assert {tuple(p) for p in small.t().tolist()} == {(s, r) for s in range(4) for r in range(4) if s != r}
+    assert knn_graph(pos[:4], 6, loop=True).shape[1] == 16  # with loops: every point, itself included

@@ -259,7 +259,32 @@ def test_a_non_finite_loss_stops_training_with_the_step_named():
     def loss(model, batch):
         return _loss(model, batch) * 0 + next(losses)
 
-    with pytest.raises(NonFiniteLossError, match="nan at step 2"):
+    with pytest.raises(NonFiniteLossError, match="nan at step 2; nothing was saved.*diverged.*--lr"):
+        fit(nn.Linear(4, 1), loss, _epochs, _quiet(epochs=1))
+
+
+def test_a_non_finite_loss_at_the_first_step_points_at_the_data():
+    from structnets.train.engine import NonFiniteLossError
+
+    def loss(model, batch):
+        x, y = batch
+        return _loss(model, (x, y * float("inf")))
+
+    with pytest.raises(NonFiniteLossError, match=r"(inf|nan) at step 1.*NaN or infinity in the inputs or targets"):
+        fit(nn.Linear(4, 1), loss, _epochs, _quiet(epochs=1))
+
+
+def test_a_non_finite_gradient_with_a_finite_loss_stops_training():
+    from structnets.train.engine import NonFiniteLossError
+
+    calls = iter(range(100))
+
+    def loss(model, batch):
+        # sqrt at 0 has an infinite derivative: finite loss, infinite gradient at the 3rd step
+        shift = 0.0 if next(calls) == 2 else 1.0
+        return (model(batch[0]).sum() * 0 + shift).sqrt()
+
+    with pytest.raises(NonFiniteLossError, match=r"gradient norm is (inf|nan) at step 3.*derivative is infinite"):
         fit(nn.Linear(4, 1), loss, _epochs, _quiet(epochs=1))
 
 
