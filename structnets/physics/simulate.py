@@ -8,7 +8,8 @@ valid split; ``evaluate --model RUN --data DATA --split test --out DIR`` writes
 ``metrics.json`` with ``one_step_mse``, ``rollout_mse`` and the same two for the
 constant-velocity baseline from the same history (:mod:`structnets.physics.metrics`);
 ``render`` turns a saved rollout into a side-by-side GIF; ``demo --out DIR`` does all of
-it in a few minutes on a CPU.
+it in a few minutes on a CPU; ``convert SRC DST`` rewrites a (trusted) PyTorch GNS dataset
+in structnets' layout.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from ..train.checkpoint import Checkpoint, RunDirectory, atomic_write, load_chec
 from ..train.distributed import distributed, shard
 from ..train.engine import LRSchedule, TrainConfig, fit, seed_everything
 from .metrics import one_step_errors, rollout_errors
-from .particles import read_metadata, read_trajectories
+from .particles import convert_gns, read_metadata, read_trajectories
 from .render import render
 from .windows import TrajectoryWindows
 
@@ -117,12 +118,12 @@ def train(config: SimulateConfig, data: Path, out: Path) -> dict[str, Any]:
             settings = dataclasses.replace(settings, device=f"cuda:{os.environ.get('LOCAL_RANK', here.rank)}")
             torch.cuda.set_device(settings.device)
         device = torch.device(settings.device)
-        metadata = read_metadata(data)
-        windows = TrajectoryWindows(read_trajectories(Path(data) / "train.npz", metadata), device=device)
+        metadata, kinds = read_metadata(data), config.gns.particle_types
+        train_set = read_trajectories(Path(data) / "train.npz", metadata, particle_types=kinds)
+        windows = TrajectoryWindows(train_set, device=device)
         valid = Path(data) / "valid.npz"
-        held_out = (
-            TrajectoryWindows(read_trajectories(valid, metadata), every=5, device=device) if valid.is_file() else None
-        )
+        valid_set = read_trajectories(valid, metadata, particle_types=kinds) if valid.is_file() else None
+        held_out = TrajectoryWindows(valid_set, every=5, device=device) if valid_set is not None else None
         if settings.resume is not None:
             _check_resumable(settings.resume, config.gns)
         seed_everything(settings.seed)
@@ -179,9 +180,11 @@ def evaluate(
     """One-step and rollout MSE of the model and of constant velocity; writes ``out/metrics.json``,
     ``out/timing.json`` and ``out/rollout.npz`` (the first trajectory, for :func:`render`)."""
     out = RunDirectory.check_target(out)
+    if max_trajectories is not None and max_trajectories < 1:
+        raise ValueError(f"--max-trajectories {max_trajectories} must be at least 1")
     model, _ = load_simulator(run, device)
-    metadata = read_metadata(data)
-    trajectories = read_trajectories(Path(data) / f"{split}.npz", metadata)[:max_trajectories]
+    metadata, kinds = read_metadata(data), model.config.particle_types
+    trajectories = read_trajectories(Path(data) / f"{split}.npz", metadata, particle_types=kinds)[:max_trajectories]
     one_step = one_step_errors(model, TrajectoryWindows(trajectories, every=5, device=device))  # every 5th window
     started = time.perf_counter()
     rollout, (truth, predicted) = rollout_errors(model, trajectories, device)
@@ -252,6 +255,15 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar (default: on)"
     )
     demo.set_defaults(func=_demo_cli)
+    co = actions.add_parser(
+        "convert", help="rewrite a PyTorch GNS dataset in structnets' layout; unpickles SRC: trusted input only",
+        description="Converts a PyTorch GNS dataset folder (metadata.json and *.npz) or one .npz into structnets' "
+        "plain-array layout, checked, for `train --data DST`. Converting unpickles SRC, which can run code "
+        "from it: only convert files you trust.",
+    )  # fmt: skip
+    co.add_argument("src", metavar="SRC", type=Path, help="GNS dataset folder or .npz file; trusted (required)")
+    co.add_argument("dst", metavar="DST", type=Path, help="folder (or .npz file) to write; not overwritten (required)")
+    co.set_defaults(func=_convert_cli)
     return parser
 
 
@@ -283,8 +295,8 @@ def _train_cli(args: argparse.Namespace) -> int:
 
 def _rollout_cli(args: argparse.Namespace) -> int:
     model, _ = load_simulator(args.model, args.device)
-    metadata = read_metadata(args.data)
-    trajectories = read_trajectories(Path(args.data) / f"{args.split}.npz", metadata)
+    metadata, kinds = read_metadata(args.data), model.config.particle_types
+    trajectories = read_trajectories(Path(args.data) / f"{args.split}.npz", metadata, particle_types=kinds)
     if not 0 <= args.trajectory < len(trajectories):
         raise ValueError(f"--trajectory {args.trajectory}: the {args.split} split has {len(trajectories)} trajectories")
     metrics, (truth, predicted) = rollout_errors(model, [trajectories[args.trajectory]], args.device)
@@ -304,6 +316,12 @@ def _print(metrics: dict) -> None:
 def _evaluate_cli(args: argparse.Namespace) -> int:
     _print(evaluate(args.model, args.data, args.split, args.out, args.max_trajectories, args.device))
     print(f"wrote {args.out}/metrics.json, rollout.npz")
+    return 0
+
+
+def _convert_cli(args: argparse.Namespace) -> int:
+    for path, count in convert_gns(args.src, args.dst).items():
+        print(f"wrote {path}" + (f" ({count} trajectories)" if path.suffix == ".npz" else ""))
     return 0
 
 

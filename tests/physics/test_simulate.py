@@ -2,6 +2,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from structnets.models.gns import GNSConfig, LearnedSimulator
-from structnets.physics.particles import Trajectory, read_metadata, write_trajectories
+from structnets.physics.particles import Trajectory, read_metadata, read_trajectories, write_trajectories
 from structnets.physics.simulate import SimulateConfig, evaluate, load_simulator, render, train
 from structnets.train.checkpoint import CheckpointError, RunDirectory, checkpoint_bytes, load_checkpoint
 
@@ -242,3 +243,57 @@ def test_distributed_training_with_gloo(ballistic, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert metrics["processes"] == 2 and metrics["steps"] == 4
+
+
+def _gns_entry(trajectory: Trajectory) -> np.ndarray:
+    entry = np.empty(2, dtype=object)  # the PyTorch GNS layout: (positions, particle_type) as Python objects
+    entry[0], entry[1] = trajectory.position.astype(np.float64), trajectory.particle_type
+    return entry
+
+
+def test_convert_command_makes_gns_layout_trainable(ballistic, tmp_path, capsys, one_thread):
+    from structnets.cli import build_parser, main
+
+    gns = tmp_path / "gns"
+    gns.mkdir()
+    shutil.copy(ballistic / "metadata.json", gns / "metadata.json")
+    for split in ("train", "valid"):
+        trajectories = read_trajectories(ballistic / f"{split}.npz")
+        np.savez(gns / f"{split}.npz", **{t.name: _gns_entry(t) for t in trajectories})
+    small = ["--latent-size", "16", "--message-passing-steps", "2", "--steps", "2", "--no-progress"]
+    # The pickled files are refused, with the command that converts them.
+    assert main(["simulate", "train", "--data", str(gns), "--out", str(tmp_path / "refused"), *small]) == 2
+    error = capsys.readouterr().err
+    assert "train.npz holds arrays of Python objects ('t0', 't1', 't2'), as the pickled PyTorch GNS layout" in error
+    assert "structnets simulate convert" in error and not (tmp_path / "refused").exists()
+    data = tmp_path / "data"
+    assert main(["physics", "convert", str(gns), str(data)]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {data / 'train.npz'} (3 trajectories)" in out and f"wrote {data / 'metadata.json'}" in out
+    assert main(["simulate", "train", "--data", str(data), "--out", str(tmp_path / "run"), *small]) == 0
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["steps"] == 2
+    # Nothing is overwritten, and the help says the input must be trusted.
+    assert main(["simulate", "convert", str(gns), str(data)]) == 2
+    assert "convert writes new files and overwrites none" in capsys.readouterr().err
+    commands = build_parser()._subparsers._group_actions[0].choices["simulate"]._subparsers._group_actions[0]
+    text = " ".join(commands.choices["convert"].format_help().split())
+    assert "unpickles SRC, which can run code from it: only convert files you trust" in text
+
+
+def test_particle_types_beyond_the_embedding_are_refused_before_training(ballistic, tmp_path, capsys):
+    from structnets.cli import main
+
+    rng = np.random.default_rng(1)
+    kinds = np.full(20, 5)
+    kinds[7] = GNSConfig().particle_types  # one past the embedding's last row
+    position = rng.uniform(0.4, 0.6, (10, 20, 2)).astype(np.float32)
+    write_trajectories(ballistic / "train.npz", [Trajectory("t0", position, kinds)])
+    args = ["simulate", "train", "--data", str(ballistic), "--out", str(tmp_path / "run"), "--steps", "1"]
+    assert main([*args, "--no-progress"]) == 2
+    assert (
+        "train.npz, trajectory 't0': particle_type 9 of particle 7 is out of range 0 to 8 "
+        "(the simulator has 9 particle types)" in capsys.readouterr().err
+    )
+    evaluate_args = ["simulate", "evaluate", "--model", str(tmp_path), "--data", str(ballistic), "--out", str(tmp_path)]
+    assert main([*evaluate_args, "--max-trajectories", "0"]) == 2
+    assert "--max-trajectories 0 must be at least 1" in capsys.readouterr().err
