@@ -124,6 +124,12 @@ class DetectOptions:
     workers: int = 1
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        # Both are compared with probabilities or overlaps: NaN would silently keep nothing.
+        for flag, value in (("--threshold", self.threshold), ("--iou-threshold", self.iou_threshold)):
+            if not 0 <= value <= 1:
+                raise ValueError(f"{flag} must lie in [0, 1], got {value}")
+
 
 def _held_out_loss(model: PointGNN, frames: PackedFrames, config: DetectConfig) -> dict[str, float]:
     """The loss and its parts over the held-out frames (the engine calls it under no_grad, in eval mode)."""
@@ -149,7 +155,8 @@ def _with_warmup(config: DetectConfig, steps_per_epoch: int) -> DetectConfig:
 
 
 def train(config: DetectConfig, data: Path, out: Path) -> tuple[dict[str, Any], dict[str, float]]:
-    """Trains on the frames of ``data``; the last tenth is held out and picks the best epoch.
+    """Trains on the frames of ``data``, each of which must have its label file (a missing
+    one is an error, not a scene without objects); the last tenth is held out and picks the best epoch.
 
     Writes the run directory ``out`` (``model.pt``, ``metrics.json``, ``timing.json``,
     ``loss.png``) and returns ``(metrics, timing)``.
@@ -228,10 +235,10 @@ def detect(model: PointGNN, frame: Frame, config: DetectConfig, options: DetectO
     return select_boxes(candidates, frame.points, options.merge, options.iou_threshold)
 
 
-def _detections(run: Path, data: Path, options: DetectOptions, names: list[str] | None, split: str):
+def _detections(run: Path, data: Path, options: DetectOptions, names: list[str] | None, split: str, *, labelled: bool):
     """``(config, frames, iterator of (frame, detections))``: the detector runs as the iterator is read."""
     model, config = load_detector(run, options.device)
-    frames = load_frames(Path(data), config.graph, names, split, options.progress, options.workers)
+    frames = load_frames(Path(data), config.graph, names, split, options.progress, options.workers, labelled=labelled)
     bar = tqdm(frames, desc=TASK, unit="frame", disable=not options.progress)
     return config, frames, ((frame, detect(model, frame, config, options)) for frame in bar)
 
@@ -239,11 +246,15 @@ def _detections(run: Path, data: Path, options: DetectOptions, names: list[str] 
 def evaluate(
     run: Path, data: Path, out: Path, options: DetectOptions = DetectOptions(), *, limit: int | None = None
 ) -> dict[str, Any]:
-    """AP of the model on the labelled frames of ``data``; writes ``metrics.json`` (results
-    only), ``timing.json``, the detections under ``detections/`` and ``bev.png`` of the first frame."""
+    """AP of the model on the frames of ``data/training``, each of which must have its label
+    file (a missing one is an error, not a scene without objects); ``limit`` takes the first
+    frames only. Writes ``metrics.json`` (results only), ``timing.json``, the detections under
+    ``detections/`` and ``bev.png`` of the first frame."""
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be at least 1, got {limit}")
     out = RunDirectory.check_target(out)
     names = frame_names(Path(data), "training")[:limit]
-    config, frames, found = _detections(run, data, options, names, "training")
+    config, frames, found = _detections(run, data, options, names, "training", labelled=True)
     pairs, started = [], time.perf_counter()
     for k, (frame, detections) in enumerate(found):
         labels = detections.labels(frame.calibration)
@@ -273,9 +284,13 @@ def predict(
     split: str = "training",
     pictures: int = 3,
 ) -> list[Path]:
-    """KITTI label files (result format) for every scan of ``data/split``, and pictures of the first ``pictures``."""
+    """KITTI label files (result format) for every scan of ``data/split``, and pictures of the
+    first ``pictures``. Labels are not needed (only the scans and calibrations are read); where
+    a frame has them, its pictures draw them beside the detections."""
+    if pictures < 0:
+        raise ValueError(f"--pictures must be at least 0, got {pictures}")
     out = RunDirectory.check_target(out)
-    _, _, found = _detections(run, data, options, None, split)
+    _, _, found = _detections(run, data, options, None, split, labelled=False)
     written = []
     for k, (frame, detections) in enumerate(found):
         path = out / f"{frame.name}.txt"

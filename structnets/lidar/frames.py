@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from ..graphs.batch import PackedGraphs, bounds, ranges, starts
 from ..graphs.pointgraph import PointGraph, build_point_graph
-from .kitti import Calibration, KittiObject, boxes_in_lidar, in_camera_view, load_frame
+from .kitti import Calibration, KittiObject, boxes_in_lidar, in_camera_view, load_frame, require_labels
 from .targets import MIRRORED_CODES, BoxCoder, assign_targets
 
 __all__ = ["GraphConfig", "Frame", "frame_names", "load_frames", "PackedFrames"]
@@ -76,10 +76,10 @@ def frame_names(root: Path, split: str = "training") -> list[str]:
     return names
 
 
-def _read_frame(root: Path, name: str, split: str, config: GraphConfig) -> tuple:
+def _read_frame(root: Path, name: str, split: str, config: GraphConfig, labelled: bool = True) -> tuple:
     """One frame as numpy arrays and label objects (what worker processes send back:
     tensors would travel through shared-memory file descriptors, one per tensor)."""
-    points, calibration, objects = load_frame(name, root, split=split)
+    points, calibration, objects = load_frame(name, root, split=split, labelled=labelled)
     points = points[in_camera_view(points, calibration)]
     if points.shape[0] == 0:
         raise ValueError(f"{root}/{split}/velodyne/{name}.bin: no points in the camera's field of view")
@@ -105,10 +105,19 @@ def load_frames(
     split: str = "training",
     progress: bool = False,
     workers: int = 1,
+    *,
+    labelled: bool = True,
 ) -> list[Frame]:
     """Reads each frame (all of ``split`` by default), crops it to the camera's view and
-    builds its graph, in ``workers`` processes."""
+    builds its graph, in ``workers`` processes.
+
+    Labelled frames (the default: training and evaluation) must each have a ``label_2``
+    file, which is checked for all of them before any is read; ``labelled=False`` reads
+    frames with or without labels (prediction), a frame without them having no objects.
+    """
     names = names or frame_names(root, split)
+    if labelled:
+        require_labels(Path(root) / split, names)
     bar = tqdm(total=len(names), desc="graphs", unit="frame", disable=not progress)
     frames = []
     if workers > 1 and len(names) > 1:
@@ -121,12 +130,13 @@ def load_frames(
             workers, mp_context=context, initializer=torch.set_num_threads, initargs=(1,)
         ) as pool:
             count = len(names)
-            for read in pool.map(_read_frame, [root] * count, names, [split] * count, [config] * count, chunksize=8):
+            arguments = [root] * count, names, [split] * count, [config] * count, [labelled] * count
+            for read in pool.map(_read_frame, *arguments, chunksize=8):
                 frames.append(_frame(read))
                 bar.update()
     else:
         for name in names:
-            frames.append(_frame(_read_frame(root, name, split, config)))
+            frames.append(_frame(_read_frame(root, name, split, config, labelled)))
             bar.update()
     bar.close()
     return frames

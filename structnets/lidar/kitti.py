@@ -9,8 +9,13 @@ fields per object, a 16th for a detector's score). The canonical downloads are l
 (``kitti_sample`` by default, where the six real frames used by the tests live).
 
 Every reader names the file, and where it applies the line, of what it refuses: a
-truncated or empty scan, a calibration without one of the matrices, a label with an
-unknown class or the wrong number of fields.
+truncated or empty scan, or one with NaN or infinite values; a calibration without one of
+the matrices, with a value that is not a finite number, a line that is not ``NAME: values``,
+a matrix given twice, or a singular rectification or rotation; a label with an unknown
+class, the wrong number of fields, a value that is not a finite number, a fractional
+occlusion level or a box size (height, width, length) that is not positive (``DontCare``
+regions, 2D only, keep KITTI's -1); a file that is not UTF-8 text. :func:`load_frame`
+refuses a frame without a label file unless told the frames are unlabelled.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ __all__ = [
     "read_calibration",
     "read_labels",
     "load_frame",
+    "require_labels",
+    "LABEL_FIELDS",
     "boxes_in_lidar",
     "label_from_box",
     "labels_from_boxes",
@@ -92,20 +99,41 @@ class Calibration:
         return (homogeneous[:, :2] / homogeneous[:, 2:]).to(points.dtype)
 
 
+def _read_text(path: Path) -> str:
+    """The text of a UTF-8 file (a byte-order mark is dropped); other bytes are an error that names the file."""
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text (byte {error.start}: {error.reason})") from None
+
+
 def read_calibration(path: str | Path) -> Calibration:
-    """The matrices of a KITTI ``calib/*.txt``."""
+    """The matrices of a KITTI ``calib/*.txt``: one ``NAME: values`` line per matrix, all
+    values finite numbers; ``P2``, ``R0_rect`` and ``Tr_velo_to_cam`` must be there, once each."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no calibration at {path}")
     found: dict[str, list[float]] = {}
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    lines: dict[str, int] = {}
+    for number, line in enumerate(_read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
-        key, _, values = line.partition(":")
-        try:
-            found[key.strip()] = [float(v) for v in values.split()]
-        except ValueError:
-            raise ValueError(f"{path}, line {number}: non-numeric values for {key.strip()!r}") from None
+        key, colon, values = line.partition(":")
+        key = key.strip()
+        if not colon or not key or len(key.split()) > 1:
+            raise ValueError(f"{path}, line {number}: expected 'NAME: values', got {line.strip()[:40]!r}")
+        if key in found:
+            raise ValueError(f"{path}, line {number}: a second {key!r} (the first is on line {lines[key]})")
+        numbers = []
+        for token in values.split():
+            try:
+                value = float(token)
+            except ValueError:
+                raise ValueError(f"{path}, line {number}: non-numeric value {token!r} for {key!r}") from None
+            if not math.isfinite(value):
+                raise ValueError(f"{path}, line {number}: non-finite value {token!r} for {key!r}")
+            numbers.append(value)
+        found[key], lines[key] = numbers, number
     shapes = {"P2": (3, 4), "R0_rect": (3, 3), "Tr_velo_to_cam": (3, 4)}
     matrices = {}
     for key, shape in shapes.items():
@@ -114,6 +142,13 @@ def read_calibration(path: str | Path) -> Calibration:
         if len(found[key]) != shape[0] * shape[1]:
             raise ValueError(f"{path}: {key} has {len(found[key])} values, expected {shape[0] * shape[1]}")
         matrices[key] = torch.tensor(found[key], dtype=torch.float64).view(shape)
+    for name, square in (
+        ("R0_rect", matrices["R0_rect"]),
+        ("the rotation of Tr_velo_to_cam", matrices["Tr_velo_to_cam"][:, :3]),
+    ):
+        determinant = float(torch.linalg.det(square))
+        if not abs(determinant) > 1e-9:  # camera_to_lidar inverts both
+            raise ValueError(f"{path}: {name} is singular (determinant {determinant:.3g})")
     return Calibration(**matrices)
 
 
@@ -134,24 +169,59 @@ class KittiObject:
     score: float | None = None
 
 
+#: The numeric fields of a label line, in order (the 16th, a detector's score, is optional).
+LABEL_FIELDS = (
+    "truncated",
+    "occluded",
+    "alpha",
+    "bbox left",
+    "bbox top",
+    "bbox right",
+    "bbox bottom",
+    "height",
+    "width",
+    "length",
+    "x",
+    "y",
+    "z",
+    "rotation_y",
+    "score",
+)
+
+
 def read_labels(path: str | Path) -> list[KittiObject]:
-    """The objects of a ``label_2/*.txt`` file (an empty file is a frame without objects)."""
+    """The objects of a ``label_2/*.txt`` file (an empty file is a frame without objects).
+
+    Each line has a class of :data:`CLASSES` and 14 finite numbers (15 with a score); the
+    occlusion level is a whole number and the box size (height, width, length) positive,
+    except for ``DontCare`` regions, which are 2D only (KITTI writes -1 for their size).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no label file at {path}")
     objects = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(_read_text(path).splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue
+        where = f"{path}, line {number}"
         if len(fields) not in (15, 16):
-            raise ValueError(f"{path}, line {number}: {len(fields)} fields, expected 15 (16 with a score)")
+            raise ValueError(f"{where}: {len(fields)} fields, expected 15 (16 with a score)")
         if fields[0] not in CLASSES:
-            raise ValueError(f"{path}, line {number}: unknown class {fields[0]!r}; KITTI's are {', '.join(CLASSES)}")
-        try:
-            values = [float(v) for v in fields[1:]]
-        except ValueError as error:
-            raise ValueError(f"{path}, line {number}: {error}") from None
+            raise ValueError(f"{where}: unknown class {fields[0]!r}; KITTI's are {', '.join(CLASSES)}")
+        values = []
+        for name, token in zip(LABEL_FIELDS, fields[1:]):
+            try:
+                value = float(token)
+            except ValueError:
+                raise ValueError(f"{where}: {name} is {token!r}, not a number") from None
+            if not math.isfinite(value):
+                raise ValueError(f"{where}: {name} is {token!r}; values must be finite")
+            values.append(value)
+        if not values[1].is_integer():
+            raise ValueError(f"{where}: occluded is {fields[2]!r}, not a whole number")
+        if fields[0] != "DontCare" and not min(values[7:10]) > 0:
+            raise ValueError(f"{where}: box size (h, w, l) {' '.join(fields[8:11])} is not positive")
         objects.append(
             KittiObject(
                 type=fields[0],
@@ -169,20 +239,45 @@ def read_labels(path: str | Path) -> list[KittiObject]:
 
 
 def load_frame(
-    frame: int | str, root: str | Path | None = None, *, split: str = "training"
+    frame: int | str, root: str | Path | None = None, *, split: str = "training", labelled: bool = True
 ) -> tuple[Tensor, Calibration, list[KittiObject]]:
     """``(points, calibration, objects)`` of one frame; ``root`` defaults to ``kitti_sample``
-    in the data directory. Test frames have no labels: their object list is empty."""
+    in the data directory.
+
+    A labelled frame (the default) must have its ``label_2`` file, empty for a scene without
+    objects: a missing one is an error, not a scene without objects. With ``labelled=False``
+    (KITTI's testing frames, or predictions) the labels are read where there are some and the
+    object list is empty otherwise.
+    """
     base = Path(root) if root is not None else data_dir() / "kitti_sample"
     name = f"{int(frame):06d}" if str(frame).isdigit() else str(frame)
     folder = base / split
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} not found; KITTI's object benchmark is at {KITTI_URL}")
+    if labelled:
+        require_labels(folder, [name])
     points = read_velodyne(folder / "velodyne" / f"{name}.bin")
     calibration = read_calibration(folder / "calib" / f"{name}.txt")
     label = folder / "label_2" / f"{name}.txt"
     objects = read_labels(label) if label.is_file() else []
     return points, calibration, objects
+
+
+def require_labels(folder: str | Path, names: list[str]) -> None:
+    """Refuses frames of ``folder`` (a split: ``training``) without a ``label_2`` file, naming
+    the missing folder, or the first missing file and how many more there are."""
+    labels = Path(folder) / "label_2"
+    if not labels.is_dir():
+        raise FileNotFoundError(
+            f"{labels} not found: labelled frames need a label file per scan (empty for a scene without objects)"
+        )
+    missing = [n for n in names if not (labels / f"{n}.txt").is_file()]
+    if missing:
+        message = f"no label file at {labels / f'{missing[0]}.txt'}"
+        if len(missing) > 1:
+            shown = ", ".join(missing[1:4]) + (", ..." if len(missing) > 4 else "")
+            message += f" (nor for {len(missing) - 1} more frame(s): {shown})"
+        raise FileNotFoundError(f"{message}; an empty file is a scene without objects")
 
 
 def boxes_in_lidar(objects: list[KittiObject], calibration: Calibration) -> Tensor:

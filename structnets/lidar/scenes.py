@@ -9,7 +9,7 @@ in real scans. Unlabelled clutter (walls, poles, bushes) stands among them. Rang
 and dropped returns are added. An object that no ray reaches is
 left out of the labels, and one that few rays reach is marked occluded. Each scene is written as
 ``training/velodyne/NNNNNN.bin``, ``label_2`` and ``calib`` files that
-:func:`structnets.kitti.load_frame` reads.
+:func:`structnets.lidar.kitti.load_frame` reads.
 
 Ray casting is done here, in torch, because the scenes are boxes and a plane: the slab
 test for every ray against every box is a few vectorised lines, which no library adds to.

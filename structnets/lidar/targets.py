@@ -67,6 +67,8 @@ class BoxCoder:
         )
 
     def decode(self, codes: Tensor, vertices: Tensor, labels: Tensor) -> Tensor:
+        # Sizes stay within e^3 of the class's mean either way: a box written to a label file
+        # (two decimals) keeps a positive size, which the label reader requires.
         mean = self._means(labels).to(codes.dtype)
         diagonal = mean[:, :2].norm(dim=1)
         return torch.stack(
@@ -74,9 +76,9 @@ class BoxCoder:
                 vertices[:, 0] + codes[:, 0] * diagonal,
                 vertices[:, 1] + codes[:, 1] * diagonal,
                 vertices[:, 2] + codes[:, 2] * mean[:, 2],
-                mean[:, 0] * torch.exp(codes[:, 3].clamp(max=3)),
-                mean[:, 1] * torch.exp(codes[:, 4].clamp(max=3)),
-                mean[:, 2] * torch.exp(codes[:, 5].clamp(max=3)),
+                mean[:, 0] * torch.exp(codes[:, 3].clamp(-3, 3)),
+                mean[:, 1] * torch.exp(codes[:, 4].clamp(-3, 3)),
+                mean[:, 2] * torch.exp(codes[:, 5].clamp(-3, 3)),
                 torch.atan2(codes[:, 7], codes[:, 6]) / 2,
             ],
             1,

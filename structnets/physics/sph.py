@@ -13,7 +13,7 @@ tensors on CPU and GPU alike.
 ``metadata.json`` (bounds, dt, sequence length, connectivity radius, velocity and
 acceleration statistics of the training split) and ``train.npz`` / ``valid.npz`` /
 ``test.npz`` in structnets' pickle-free trajectory layout
-(:func:`structnets.particles.write_trajectories`). Each trajectory drops a randomly
+(:func:`structnets.physics.particles.write_trajectories`). Each trajectory drops a randomly
 placed block of fluid into the box, a small "water drop" scene.
 """
 

@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -23,6 +24,20 @@ def scenes(tmp_path_factory):
     root = tmp_path_factory.mktemp("scenes")
     generate_scenes(root, 6, seed=3)
     return root
+
+
+@pytest.fixture(scope="module")
+def run(scenes, tmp_path_factory):
+    """A finished run: one epoch of a tiny model on the scenes."""
+    out = tmp_path_factory.mktemp("trained") / "run"
+    train = ["detect", "train", "--data", str(scenes), "--out", str(out), "--epochs", "1", "--no-progress", *TINY]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: see the one_thread fixture
+    try:
+        assert main(train) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return out
 
 
 def test_a_small_model_fits_one_scene(scenes):
@@ -168,3 +183,75 @@ def test_the_engine_runs_todays_schedule(monkeypatch, max_seconds):
     # by the clock the same to within a warm-up step; by the steps the cosine starts after the warm-up, not with it
     largest, mean = (0.05, 0.03) if max_seconds is None else (0.025, 0.005)
     assert max(gaps) < largest and sum(gaps) / len(gaps) < mean
+
+
+def _runs(data, tmp_path, run):
+    """The train and evaluate commands on ``data``."""
+    train = ["detect", "train", "--data", str(data), "--out", str(tmp_path / "r"), "--no-progress", *TINY]
+    evaluate = ["detect", "evaluate", "--model", str(run), "--data", str(data), "--out", str(tmp_path / "e")]
+    return train, [*evaluate, "--no-progress"]
+
+
+def test_missing_label_folder_is_an_error(tmp_path, scenes, run, capsys, one_thread):
+    data = tmp_path / "data"
+    shutil.copytree(scenes, data)
+    labels = data / "training" / "label_2"
+    (labels / "000003.txt").unlink()
+    for args in _runs(data, tmp_path, run):  # a missing file is not a scene without objects
+        assert main(args) == 2
+        error = capsys.readouterr().err.strip()
+        assert error == (
+            f"structnets detect: error: no label file at {labels / '000003.txt'}; an empty file is a scene without objects"
+        )
+    shutil.rmtree(labels)
+    for args in _runs(data, tmp_path, run):
+        assert main(args) == 2
+        assert f"error: {labels} not found: labelled frames need a label file per scan" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists() and not (tmp_path / "e").exists()
+    # predict needs only the scans and calibrations: KITTI's testing frames have no labels
+    (data / "training").rename(data / "testing")
+    for scan in sorted((data / "testing" / "velodyne").glob("*.bin"))[2:]:
+        scan.unlink()  # two frames are enough
+    predict = ["detect", "predict", "--model", str(run), "--data", str(data), "--out", str(tmp_path / "p")]
+    assert main([*predict, "--split", "testing", "--no-progress", "--merge", "nms", "--pictures", "1"]) == 0
+    assert [p.name for p in sorted((tmp_path / "p").iterdir())] == ["000000.png", "000000.txt", "000001.txt"]
+
+
+def test_label_with_nan_size_is_refused_by_train_and_evaluate(tmp_path, scenes, run, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(scenes, data)
+    label = data / "training" / "label_2" / "000002.txt"
+    lines = label.read_text().splitlines()
+    fields = lines[1].split()
+    fields[8] = "nan"  # the height
+    label.write_text("\n".join([lines[0], " ".join(fields), *lines[2:]]) + "\n")
+    for args in _runs(data, tmp_path, run):
+        assert main(args) == 2
+        assert f"error: {label}, line 2: height is 'nan'; values must be finite" in capsys.readouterr().err
+
+
+def test_limit_zero_is_refused(tmp_path, scenes, run, capsys):
+    _, evaluate = _runs(scenes, tmp_path, run)
+    for limit in ("0", "-2"):
+        assert main([*evaluate, "--limit", limit]) == 2
+        assert capsys.readouterr().err.strip() == f"structnets detect: error: --limit must be at least 1, got {limit}"
+    assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.parametrize("action", ["evaluate", "predict"])
+def test_threshold_nan_is_refused(tmp_path, scenes, run, capsys, action):
+    args = ["detect", action, "--model", str(run), "--data", str(scenes), "--out", str(tmp_path / "o")]
+    for flag, value in [("--threshold", v) for v in ("nan", "inf", "-inf", "-0.1", "1.5")] + [
+        ("--iou-threshold", v) for v in ("nan", "1.01")
+    ]:
+        assert main([*args, f"{flag}={value}"]) == 2  # '=': argparse takes '-inf' for a flag otherwise
+        error = capsys.readouterr().err.strip()
+        assert error == f"structnets detect: error: {flag} must lie in [0, 1], got {float(value)}"
+    assert not (tmp_path / "o").exists()
+
+
+def test_negative_pictures_are_refused(tmp_path, scenes, run, capsys):
+    args = ["detect", "predict", "--model", str(run), "--data", str(scenes), "--out", str(tmp_path / "o")]
+    assert main([*args, "--pictures", "-1"]) == 2
+    assert capsys.readouterr().err.strip() == "structnets detect: error: --pictures must be at least 0, got -1"
+    assert not (tmp_path / "o").exists()

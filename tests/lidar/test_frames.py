@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 
@@ -85,3 +87,20 @@ def test_frames_are_listed_or_the_layout_is_named(tmp_path):
     (tmp_path / "training" / "velodyne").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="no .bin scans"):
         frame_names(tmp_path)
+
+
+def test_unlabelled_frames_are_refused_before_any_is_read(tmp_path):
+    velodyne = tmp_path / "training" / "velodyne"
+    velodyne.mkdir(parents=True)
+    for k in range(6):
+        (velodyne / f"{k:06d}.bin").write_bytes(b"")  # never read: the labels are checked first
+    with pytest.raises(FileNotFoundError, match="label_2 not found: labelled frames need a label file per scan"):
+        load_frames(tmp_path)
+    labels = tmp_path / "training" / "label_2"
+    labels.mkdir()
+    (labels / "000001.txt").write_text("")
+    missing = f"no label file at {labels / '000000.txt'} (nor for 4 more frame(s): 000002, 000003, 000004, ...)"
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{missing}; an empty file is a scene without objects")):
+        load_frames(tmp_path)
+    with pytest.raises(ValueError, match="000000.bin: empty scan"):  # unlabelled frames are read
+        load_frames(tmp_path, labelled=False)
