@@ -105,8 +105,8 @@ def parse_ptb(text: str, *, source: str = "<string>", line: int = 1, labelled: b
     With ``labelled`` every node's first item is an integer label (SST's 0-4).
 
     Raises:
-        TreeSyntaxError: unbalanced brackets, a missing or non-integer label, an empty
-            node, or text after the tree; the message gives ``source:line:column``.
+        TreeSyntaxError: unbalanced brackets, a missing, non-integer or negative label, an
+            empty node, or text after the tree; the message gives ``source:line:column``.
     """
     pieces = _tokenize(text)
 
@@ -144,10 +144,15 @@ def parse_ptb(text: str, *, source: str = "<string>", line: int = 1, labelled: b
                     raise error(column, "a node without a label")
                 text_label, label_column = pieces[position]
                 position += 1
-                try:
-                    label = int(text_label)
-                except ValueError:
-                    raise error(label_column, f"label {text_label!r} is not an integer") from None
+                # ASCII digits only: int() would also take "1_0", "٣" or 5000 digits.
+                digits = text_label[1:] if text_label[:1] in "+-" else text_label
+                if not (digits.isascii() and digits.isdigit()):
+                    raise error(label_column, f"label {text_label!r} is not an integer")
+                if len(digits) > 18:  # past what a batch's int64 labels hold
+                    raise error(label_column, f"label {text_label[:24]!r}... is too large")
+                label = int(text_label)
+                if label < 0:  # -1 is what batches write for "no label"
+                    raise error(label_column, f"label {text_label!r} is negative; labels are 0, 1, 2, ...")
             labels.append(label)
             tokens.append(None)
             stack.append((node, 0, column))
@@ -171,20 +176,49 @@ def parse_ptb(text: str, *, source: str = "<string>", line: int = 1, labelled: b
 
 
 def read_ptb(path: str | Path, *, labelled: bool = True, limit: int | None = None) -> list[Tree]:
-    """Every tree of a file with one bracketed tree per line (blank lines skipped); the first ``limit``."""
+    """Every tree of a file with one bracketed tree per line (blank lines skipped); the first ``limit``.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        TreeSyntaxError: a malformed line (see :func:`parse_ptb`), as ``path:line:column: ...``.
+        ValueError: the file holds no tree, or is not UTF-8 text (the message names the line).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no tree file at {path}")
     trees: list[Tree] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, text in enumerate(handle, start=1):
-            if limit is not None and len(trees) >= limit:
-                break
-            if text.strip():
-                trees.append(parse_ptb(text, source=str(path), line=number, labelled=labelled))
+    try:
+        with path.open(encoding="utf-8-sig") as handle:  # a byte-order mark is dropped
+            for number, text in enumerate(handle, start=1):
+                if limit is not None and len(trees) >= limit:
+                    break
+                if text.strip():
+                    trees.append(parse_ptb(text, source=str(path), line=number, labelled=labelled))
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
     if not trees:
         raise ValueError(f"{path}: no trees")
     return trees
+
+
+def _not_utf8(path: Path) -> ValueError:
+    """The error for a file that is not UTF-8 text, naming the line and column of its first bad byte.
+
+    The text reader decodes ahead of the line it returns, so the file is decoded again whole
+    here to find the byte; lines are counted as the reader counts them (``\n``, ``\r\n``, ``\r``).
+    """
+    data = path.read_bytes()
+    if data.startswith(b"\x1f\x8b"):
+        return ValueError(f"{path} is gzip-compressed; decompress it first (gunzip -k {path})")
+    data = data[3:] if data.startswith(b"\xef\xbb\xbf") else data  # the byte-order mark the reader drops
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        before = data[: error.start].decode("utf-8")
+        line = 1 + before.count("\n") + before.count("\r") - before.count("\r\n")
+        column = len(before) - max(before.rfind("\n"), before.rfind("\r"))
+        return ValueError(f"{path}:{line}:{column}: not UTF-8 text (byte 0x{data[error.start]:02x})")
+    return ValueError(f"{path}: not UTF-8 text")
 
 
 def tree_from_tuple(value, label: int | None = None) -> Tree:

@@ -8,7 +8,9 @@ twice as many. The data are in :mod:`structnets.sequences.copy_recall_data`, the
 (:func:`structnets.train.engine.fit`): binary cross-entropy per scored bit, gradients
 clipped, a fixed validation batch at the training sizes scored every ``eval_every`` steps
 whose best loss picks the kept weights (optionally an EMA of them, ``--ema-decay``). A
-non-finite loss stops training with an error, before any checkpoint is written.
+non-finite loss stops training with an error naming the step (the engine's
+``NonFiniteLossError``), before any checkpoint is written, and outputs that are NaN or
+infinite are refused rather than scored.
 
 Capacity: the memory has ``memory_size`` locations, and a write head writes at most one
 location's worth per step, so the model is built for sequences of at most ``memory_size``
@@ -37,6 +39,7 @@ from ..models.memory_network import MemoryNetwork
 from ..train import checkpoint
 from ..train import config as configs
 from ..train.checkpoint import RunDirectory, open_run
+from ..train.data import check_finite
 from ..train.engine import TrainResult, fit, seed_everything
 from .copy_recall_config import TASK_DEFAULTS, MemoryTaskConfig, check_capacity, make_batch, training_batch
 from .copy_recall_data import Task, TaskBatch, bit_errors, masked_loss
@@ -70,10 +73,15 @@ def build_model(config: MemoryTaskConfig) -> MemoryNetwork:
 
 
 def _loss(model: MemoryNetwork, batch: TaskBatch) -> Tensor:
-    loss = masked_loss(model(batch.inputs).outputs, batch)
-    if not torch.isfinite(loss):  # stop before the NaN reaches the weights
-        raise FloatingPointError(f"non-finite training loss {loss.item()}; lower --lr or --clip-grad-norm")
-    return loss
+    # A NaN or infinite loss is the engine's to stop on (NonFiniteLossError, naming the step).
+    return masked_loss(model(batch.inputs).outputs, batch)
+
+
+def _outputs(model: MemoryNetwork, batch: TaskBatch, what: str) -> Tensor:
+    """The model's logits; a ValueError if any is NaN or infinite (a threshold would score them all the same)."""
+    logits = model(batch.inputs).outputs
+    check_finite(logits, f"{TASK}: the model's outputs on {what}")
+    return logits
 
 
 def train(config: MemoryTaskConfig, *, run_dir: str | Path | None = None) -> TrainResult:
@@ -85,7 +93,7 @@ def train(config: MemoryTaskConfig, *, run_dir: str | Path | None = None) -> Tra
     held_out = training_batch(config, generator, config.eval_sequences).to(device)
 
     def validate(model: MemoryNetwork) -> dict[str, float]:
-        logits = model(held_out.inputs).outputs
+        logits = _outputs(model, held_out, "the validation batch")
         wrong, scored = bit_errors(logits, held_out)
         return {
             "val_loss": float(masked_loss(logits, held_out)),
@@ -117,7 +125,7 @@ def evaluate(model: MemoryNetwork, config: MemoryTaskConfig, size: int | None = 
     generator = torch.Generator().manual_seed(config.train.seed + _EVAL_SEED_OFFSET + size)
     batch = make_batch(config, torch.full((config.eval_sequences,), size), generator).to(device)
     with torch_threads(config.num_threads):
-        logits = model(batch.inputs).outputs
+        logits = _outputs(model, batch, f"sequences of size {size}")
     wrong, scored = bit_errors(logits, batch)
     return {
         "size": size,

@@ -39,6 +39,7 @@ from ..models.sequence_classifier import SequenceClassifier
 from ..train import checkpoint
 from ..train import config as configs
 from ..train.checkpoint import RunDirectory, open_run
+from ..train.data import check_finite
 from ..train.engine import TrainResult, fit, seed_everything
 from .palindrome_config import PalindromeConfig
 from .palindrome_data import sample_fixed_length, sample_training_batch
@@ -108,6 +109,7 @@ def train(config: PalindromeConfig, *, run_dir: str | Path | None = None) -> Tra
 
     def validate(model: SequenceClassifier) -> dict[str, float]:
         logits = model(held_out[0], held_out[1]).squeeze(-1)
+        check_finite(logits, f"{TASK}: the model's outputs on the validation batch")
         accuracy = ((logits > 0).float() == held_out[2]).float().mean()
         return {
             "val_loss": float(F.binary_cross_entropy_with_logits(logits, held_out[2])),
@@ -150,7 +152,10 @@ def evaluate(
             generator = torch.Generator().manual_seed(eval_seed * 1000 + length)
             count = per_length or config.eval_per_length
             tokens, lengths, labels = sample_fixed_length(length, count, config.vocab_size, generator)
-            predictions = (model(tokens.to(device), lengths).squeeze(-1) > 0).float().cpu()
+            logits = model(tokens.to(device), lengths).squeeze(-1)
+            # NaN > 0 is False: a broken model would score as if it answered "no" everywhere.
+            check_finite(logits, f"{TASK}: the model's outputs at length {length}")
+            predictions = (logits > 0).float().cpu()
             accuracy[str(length)] = (predictions == labels).float().mean().item()
     model.train(was_training)
     return {"accuracy_by_length": accuracy}

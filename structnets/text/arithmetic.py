@@ -32,6 +32,7 @@ from ..models import TreeClassifier
 from ..models.tree_lstm import TreeClassifierConfig
 from ..train.checkpoint import RunDirectory
 from ..train.config import add_arguments, from_args, to_dict
+from ..train.data import check_finite
 from ..train.distributed import distributed, shuffled
 from ..train.engine import LRSchedule, TrainConfig, fit, seed_everything
 
@@ -136,8 +137,11 @@ def _root_loss(model: nn.Module, example: tuple[TreeBatch, Tensor]) -> Tensor:
 
 
 @torch.no_grad()
-def _accuracy(model: nn.Module, batch: TreeBatch, values: Tensor) -> float:
-    return float((model(batch)[batch.roots].argmax(-1) == values).float().mean())
+def _accuracy(model: nn.Module, batch: TreeBatch, values: Tensor, what: str) -> float:
+    """Root accuracy; a ValueError if any output is NaN or infinite (argmax would score it all the same)."""
+    logits = model(batch)[batch.roots]
+    check_finite(logits, f"{TASK}: the model's outputs on the {what} expressions")
+    return float((logits.argmax(-1) == values).float().mean())
 
 
 def train(config: ArithmeticConfig, out: Path) -> dict[str, Any]:
@@ -171,7 +175,7 @@ def train(config: ArithmeticConfig, out: Path) -> dict[str, Any]:
             config.train,
             validate=lambda model: {
                 "val_loss": float(_root_loss(model, (val_batch, val_values))),
-                "val_accuracy": _accuracy(model, val_batch, val_values),
+                "val_accuracy": _accuracy(model, val_batch, val_values, "validation"),
             },
             # The loss, not the accuracy, picks the epoch: held-out accuracy at the training
             # depths saturates at 1.0 early, and the first epoch to reach it extrapolates to
@@ -184,7 +188,8 @@ def train(config: ArithmeticConfig, out: Path) -> dict[str, Any]:
         accuracy = {}
         for depth in range(1, config.test_depth + 1):
             trees, values = _dataset([depth], config.test_examples_per_depth, rng)
-            accuracy[str(depth)] = _accuracy(model, batch_trees(trees, vocabulary).to(device), values.to(device))
+            test_batch = batch_trees(trees, vocabulary).to(device)
+            accuracy[str(depth)] = _accuracy(model, test_batch, values.to(device), f"depth-{depth} test")
         metrics = {
             "accuracy_by_depth": accuracy,
             "train_depths": train_depths,

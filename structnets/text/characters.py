@@ -72,7 +72,11 @@ def stream_chunks(tokens: Tensor, batch_size: int, bptt: int) -> Iterator[tuple[
 
 @torch.no_grad()
 def bits_per_character(model: nn.Module, tokens: Tensor, batch_size: int = 32, bptt: int = 256) -> float:
-    """Mean ``-log2 p(next char)`` over ``tokens``, read as carried-state parallel streams."""
+    """Mean ``-log2 p(next char)`` over ``tokens``, read as carried-state parallel streams.
+
+    Raises:
+        ValueError: the model's outputs are NaN or infinite, so there is no such figure.
+    """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -83,6 +87,11 @@ def bits_per_character(model: nn.Module, tokens: Tensor, batch_size: int = 32, b
         total += float(nats)
         count += targets.numel()
     model.train(was_training)
+    if not math.isfinite(total):
+        raise ValueError(
+            f"the bits per character came out {total}: the model's outputs are not finite "
+            "(its weights hold NaN or infinity)"
+        )
     return total / count / math.log(2)
 
 
@@ -118,6 +127,8 @@ def sample(
     drawn = []
     for _ in range(length):
         probabilities = torch.softmax(logits[0, -1].float() / temperature, dim=-1).cpu()
+        if not bool(torch.isfinite(probabilities).all()):
+            raise ValueError("the model's outputs are not finite (its weights hold NaN or infinity); cannot sample")
         token = torch.multinomial(probabilities, 1, generator=generator)
         drawn.append(int(token))
         logits, hx = model(token.view(1, 1).to(device), hx)

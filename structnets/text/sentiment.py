@@ -16,7 +16,11 @@ al.; the prediction is whichever side has more probability under the 5-class mod
 Words never seen in training map to ``<unk>`` (id 0, a learned vector); evaluation reports
 how many there were. Pretrained vectors cannot be downloaded here, so embeddings are
 learned from scratch by default; ``--vectors FILE`` reads the common text format (a word
-and its numbers per line, as GloVe and word2vec write it) for the words it covers.
+and its numbers per line, as GloVe and word2vec write it) for the words it covers. A vectors
+file with a malformed line, a NaN or infinite value or a word given twice is refused with
+its file and line (:func:`structnets.text.sst.read_vectors`), as is one that covers no word.
+A training loss that turns NaN or infinite stops the run with the step named (the engine),
+and a model whose outputs are not finite is never scored: the error names the tree.
 """
 
 from __future__ import annotations
@@ -96,8 +100,9 @@ class SentimentConfig:
 def _read(path: Path | None, split: str, data_dir: Path | None, cell: TreeCell, limit: int | None) -> list[Tree]:
     trees = read_ptb(path, limit=limit) if path is not None else load_sst(split, data_dir, limit=limit)
     for tree in trees:
-        if any(label is None or not 0 <= label < NUM_CLASSES for label in tree.labels):
-            raise ValueError(f"{tree.source}: SST labels must be integers 0-4 at every node")
+        bad = [label for label in tree.labels if label is None or not 0 <= label < NUM_CLASSES]
+        if bad:
+            raise ValueError(f"{tree.source}: SST labels must be integers 0-4 at every node, got {bad[0]}")
         if tree.max_children > 2 and cell is TreeCell.NARY:
             raise ValueError(f"{tree.source}: a node has {tree.max_children} children; the binary Tree-LSTM takes 2")
     return trees
@@ -124,8 +129,30 @@ def _adagrad(model: TreeClassifier, config: SentimentConfig) -> Callable[[Any], 
     return make
 
 
-def _evaluate(model: nn.Module, batch: TreeBatch) -> dict[str, Any]:
-    metrics: dict[str, Any] = root_metrics(model(batch), batch)
+_DIVERGED = "; training diverged (try a lower --lr, or --clip-grad-norm)"
+
+
+def _outputs(model: nn.Module, batch: TreeBatch, trees: list[Tree], hint: str = "") -> torch.Tensor:
+    """The model's logits on a batch; a ValueError naming the first tree where any is NaN or infinite.
+
+    A model whose weights hold NaN or infinity scores an accuracy all the same (argmax picks
+    something), so the metrics of such a model are refused here rather than reported. The
+    engine stops on a non-finite loss, but the last step's update can still break the
+    weights after a finite loss; validation then finds it here.
+    """
+    logits = model(batch)
+    bad = ~torch.isfinite(logits).all(-1)
+    if bool(bad.any()):
+        first = trees[int(batch.batch[bad.nonzero()[0, 0]])]
+        raise ValueError(
+            f"{first.source}: the model's outputs are not finite on this tree ({int(bad.sum())} of "
+            f"{bad.numel()} nodes in all): its weights hold NaN or infinity{hint}"
+        )
+    return logits
+
+
+def _evaluate(model: nn.Module, batch: TreeBatch, trees: list[Tree], hint: str = "") -> dict[str, Any]:
+    metrics: dict[str, Any] = root_metrics(_outputs(model, batch, trees, hint), batch)
     metrics["unknown_tokens"] = batch.unknown_tokens
     metrics["tokens"] = int((batch.x >= 0).sum())
     return metrics
@@ -142,10 +169,11 @@ def train(config: SentimentConfig, out: Path) -> dict[str, Any]:
     model = TreeClassifier(config.model_config(len(vocabulary))).to(device)
     if config.vectors is not None:
         vectors, found = read_vectors(config.vectors, vocabulary, config.embedding_size)
+        if not bool(found.any()):
+            raise ValueError(f"{config.vectors}: none of its words is in the training vocabulary of {len(vocabulary)}")
         with torch.no_grad():
-            known = vectors.abs().sum(-1) > 0
-            model.embedding.weight[known] = vectors[known].to(device)
-        logger.info("%s: vectors for %d of %d words", config.vectors, found, len(vocabulary))
+            model.embedding.weight[found] = vectors[found].to(device)
+        logger.info("%s: vectors for %d of %d words", config.vectors, int(found.sum()), len(vocabulary))
     # Batches are built once (their levels are then cached); each epoch visits them in a new order.
     order = torch.randperm(len(train_trees), generator=torch.Generator().manual_seed(config.train.seed)).tolist()
     size = config.train.batch_size
@@ -156,8 +184,10 @@ def train(config: SentimentConfig, out: Path) -> dict[str, Any]:
     dev_batch = batch_trees(dev_trees, vocabulary).to(device)
 
     def validate(model: nn.Module) -> dict[str, float]:
-        metrics = root_metrics(model(dev_batch), dev_batch)
-        return {f"dev_{k}": metrics[k] for k in ("fine_accuracy", "binary_accuracy", "node_fine_accuracy")}
+        metrics = root_metrics(_outputs(model, dev_batch, dev_trees, _DIVERGED), dev_batch)
+        # binary_accuracy is None when no dev root is polar; the history then leaves it out
+        keys = ("fine_accuracy", "binary_accuracy", "node_fine_accuracy")
+        return {f"dev_{k}": metrics[k] for k in keys if metrics[k] is not None}
 
     with distributed(device) as here:
         run = RunDirectory.start(out, task=TASK) if here.main else None
@@ -174,7 +204,7 @@ def train(config: SentimentConfig, out: Path) -> dict[str, Any]:
             description=TASK,
         )
         with torch.no_grad():
-            dev = _evaluate(result.model, dev_batch)
+            dev = _evaluate(result.model, dev_batch, dev_trees, _DIVERGED)
         metrics = {
             "dev": dev,
             "best_epoch": result.best["epoch"] if result.best else None,
@@ -208,7 +238,7 @@ def evaluate(model_dir: Path, data: Path, out: Path) -> dict[str, Any]:
     model, vocabulary = load_run(model_dir)
     trees = _read(data, "dev", None, model.config.cell, None)
     with torch.no_grad():
-        metrics = _evaluate(model, batch_trees(trees, vocabulary))
+        metrics = _evaluate(model, batch_trees(trees, vocabulary), trees)
     metrics["data"] = str(data)
     atomic_write(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
@@ -233,11 +263,15 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
+def _binary(value: float | None) -> str:
+    return "n/a (no polar root)" if value is None else f"{value:.3f}"
+
+
 def _train_cli(args: argparse.Namespace) -> int:
     metrics = train(from_args(SentimentConfig, args), args.out)
     dev = metrics["dev"]
     print(
-        f"dev: fine {dev['fine_accuracy']:.3f}, binary {dev['binary_accuracy']:.3f} "
+        f"dev: fine {dev['fine_accuracy']:.3f}, binary {_binary(dev['binary_accuracy'])} "
         f"(best epoch {metrics['best_epoch']} of {metrics['epochs']})"
     )
     print(f"wrote {args.out}/model.pt, metrics.json, timing.json")
@@ -247,7 +281,7 @@ def _train_cli(args: argparse.Namespace) -> int:
 def _evaluate_cli(args: argparse.Namespace) -> int:
     metrics = evaluate(args.model, args.data, args.out)
     print(
-        f"fine {metrics['fine_accuracy']:.3f} ({metrics['trees']} trees), binary {metrics['binary_accuracy']:.3f} "
+        f"fine {metrics['fine_accuracy']:.3f} ({metrics['trees']} trees), binary {_binary(metrics['binary_accuracy'])} "
         f"({metrics['binary_trees']} trees); {metrics['unknown_tokens']} of {metrics['tokens']} tokens unseen in training"
     )
     print(f"wrote {args.out}/metrics.json")

@@ -22,6 +22,7 @@ __all__ = ["SST_URL", "NUM_CLASSES", "NEUTRAL", "load_sst", "read_vectors", "roo
 SST_URL = "http://nlp.stanford.edu/sentiment/trainDevTestTrees_PTB.zip"
 NUM_CLASSES = 5
 NEUTRAL = 2
+_FLOAT32_MAX = torch.finfo(torch.float32).max
 
 
 def load_sst(split: str, data_dir: str | Path | None = None, *, limit: int | None = None) -> list[Tree]:
@@ -35,36 +36,98 @@ def load_sst(split: str, data_dir: str | Path | None = None, *, limit: int | Non
     return read_ptb(dataset_path("sst", f"{split}.txt", SST_URL, data_dir), limit=limit)
 
 
-def read_vectors(path: str | Path, vocabulary: Vocabulary, size: int) -> tuple[Tensor, int]:
-    """``(vectors [len(vocabulary), size], found)`` from a text vectors file; rows it lacks are zero.
+def read_vectors(path: str | Path, vocabulary: Vocabulary, size: int) -> tuple[Tensor, Tensor]:
+    """``(vectors [len(vocabulary), size], found [len(vocabulary)])`` from a text vectors file.
 
-    The format is GloVe's and word2vec's text format: a word and its numbers per line, with
-    word2vec's optional ``count dimension`` header line.
+    The format is GloVe's and word2vec's text format: a word and its ``size`` numbers per
+    line, separated by single spaces, with word2vec's optional ``count dimension`` header
+    line; blank lines are skipped. ``found`` marks the vocabulary's words the file has a
+    vector for; the other rows are zero.
+
+    Every line is checked, whether or not its word is in the vocabulary, so that a file is
+    accepted or refused whatever the training trees are.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: naming the file and line: a line that is not UTF-8, that has another
+            number of values than ``size`` or a value that is not a number, NaN or infinite
+            (the message names the word), a word given twice, a header whose dimension is
+            not ``size`` or whose count is not the number of lines; or a file without vectors.
     """
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no vectors file at {path}")
     out = torch.zeros(len(vocabulary), size)
-    found = 0
-    with path.open(encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, start=1):
+    found = torch.zeros(len(vocabulary), dtype=torch.bool)
+    first_line: dict[str, int] = {}  # every word read, and its line
+    announced = None
+    with path.open("rb") as handle:  # bytes, so that a decoding error names its line
+        for number, raw in enumerate(handle, start=1):
+            if number == 1 and raw.startswith(b"\x1f\x8b"):
+                raise ValueError(f"{path} is gzip-compressed; decompress it first (gunzip -k {path})")
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")  # a byte-order mark is dropped
+            except UnicodeDecodeError as error:
+                raise ValueError(
+                    f"{path}:{number}: not UTF-8 text (byte 0x{raw[error.start]:02x}, byte {error.start + 1} of the line)"
+                ) from None
+            if not line.strip():
+                continue  # blank lines hold nothing to lose
             parts = line.rstrip().split(" ")
-            if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
-                continue  # word2vec's "count dimension" header
+            if number == 1 and len(parts) == 2 and all(p.isascii() and p.isdigit() for p in parts):
+                announced, dimension = int(parts[0]), int(parts[1])  # word2vec's "count dimension" header
+                if dimension != size:
+                    raise ValueError(f"{path}:1: the header gives {dimension} numbers per word, expected {size}")
+                continue
             if len(parts) != size + 1:
                 raise ValueError(f"{path}:{number}: expected a word and {size} numbers, got {len(parts) - 1} numbers")
-            if parts[0] in vocabulary:
-                try:
-                    out[vocabulary.id(parts[0])] = torch.tensor([float(v) for v in parts[1:]])
-                except ValueError as error:
-                    raise ValueError(f"{path}:{number}: {error}") from None
-                found += 1
+            word = parts[0]
+            if not word:
+                raise ValueError(f"{path}:{number}: the line starts with a space, where its word should be")
+            if word in first_line:
+                raise ValueError(f"{path}:{number}: the word {word!r} again (first on line {first_line[word]})")
+            first_line[word] = number
+            try:
+                values = [float(v) for v in parts[1:]]
+            except ValueError:
+                bad = next(k for k, v in enumerate(parts[1:]) if not _is_number(v))
+                raise ValueError(
+                    f"{path}:{number}: the vector of {word!r} holds {parts[bad + 1]!r}, not a number "
+                    f"(number {bad + 1} of {size})"
+                ) from None
+            # One sum finds NaN and infinity (the values are at most _FLOAT32_MAX, so it cannot overflow).
+            if not math.isfinite(sum(values)) or max(values) > _FLOAT32_MAX or min(values) < -_FLOAT32_MAX:
+                bad = next(k for k, v in enumerate(values) if not abs(v) <= _FLOAT32_MAX)
+                why = "word vectors must be finite" if not math.isfinite(values[bad]) else "too large for float32"
+                raise ValueError(
+                    f"{path}:{number}: the vector of {word!r} holds {parts[bad + 1]!r} "
+                    f"(number {bad + 1} of {size}); {why}"
+                )
+            if word in vocabulary:
+                row = vocabulary.id(word)
+                out[row] = torch.tensor(values)
+                found[row] = True
+    if not first_line:
+        raise ValueError(f"{path}: no word vectors")
+    if announced is not None and announced != len(first_line):
+        raise ValueError(f"{path}: the header announces {announced} vectors, the file holds {len(first_line)}")
     return out, found
 
 
-def root_metrics(logits: Tensor, batch: TreeBatch) -> dict[str, float]:
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def root_metrics(logits: Tensor, batch: TreeBatch) -> dict[str, float | None]:
     """Fine and binary root accuracy, and node accuracy, of 5-class ``logits [num_nodes, 5]``.
 
     Binary: roots labelled neutral are dropped; the prediction is whichever side holds more
-    probability under the 5-class model (as in Tai et al.).
+    probability under the 5-class model (as in Tai et al.). With no root left (every root
+    neutral) the binary accuracy is None, so that ``metrics.json`` stays JSON (no NaN).
     """
     roots = logits[batch.roots]
     labels = batch.y[batch.roots]
@@ -72,7 +135,7 @@ def root_metrics(logits: Tensor, batch: TreeBatch) -> dict[str, float]:
     probabilities = roots.softmax(-1)
     polar = labels != NEUTRAL
     positive = probabilities[:, NEUTRAL + 1 :].sum(-1) > probabilities[:, :NEUTRAL].sum(-1)
-    binary = float((positive[polar] == (labels[polar] > NEUTRAL)).float().mean()) if bool(polar.any()) else math.nan
+    binary = float((positive[polar] == (labels[polar] > NEUTRAL)).float().mean()) if bool(polar.any()) else None
     labelled = batch.y >= 0
     return {
         "fine_accuracy": fine,

@@ -1,6 +1,10 @@
+import re
+import tempfile
+from pathlib import Path
+
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from torch_geometric.data import Batch
 
@@ -49,6 +53,11 @@ def test_a_leaf_may_hold_spaces():
         ("(2 a (1 b))", "1:6", "both a token and subtrees"),
         ("   ", "1:1", "empty tree"),
         ("a", "1:1", "outside any brackets"),
+        ("(-1 a)", "1:2", "label '-1' is negative"),
+        ("(2 (1_0 a))", "1:5", "label '1_0' is not an integer"),
+        ("(\u0663 a)", "1:2", "label '\u0663' is not an integer"),  # an Arabic-Indic 3: int() takes it
+        ("(2 (2.5 a))", "1:5", "label '2.5' is not an integer"),
+        ("(1234567890123456789 a)", "1:2", "label '1234567890123456789'... is too large"),
     ],
 )
 def test_malformed_brackets_name_line_and_column(text, where, message):
@@ -68,6 +77,20 @@ def test_read_ptb_reports_the_file_line(tmp_path):
         read_ptb(tmp_path / "missing.txt")
     # limit stops reading before the broken third line
     assert len(read_ptb(path, limit=1)) == 1
+
+
+def test_read_ptb_names_the_line_of_a_byte_that_is_not_utf8(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_bytes(b"(2 (2 a) (2 b))\r\n(2 (2 caf\xe9) (2 b))\n")
+    with pytest.raises(ValueError, match=r"t.txt:2:10: not UTF-8 text \(byte 0xe9\)"):
+        read_ptb(path)
+    path.write_bytes(b"\xef\xbb\xbf(2 (2 a) (2 b))\n")  # a byte-order mark is dropped
+    assert read_ptb(path)[0].leaves == ["a", "b"]
+    import gzip
+
+    path.write_bytes(gzip.compress(b"(2 (2 a) (2 b))\n"))
+    with pytest.raises(ValueError, match=r"t.txt is gzip-compressed; decompress it first"):
+        read_ptb(path)
 
 
 def test_tuple_trees_and_forest_batches():
@@ -207,3 +230,142 @@ def test_python_graph_links_definitions_to_later_uses():
     loop = python_graph("total = 0\nfor i in range(3):\n    total = total + i\nprint(total)")
     h = sn.propagate(sn.GRUCell(4, 6), torch.randn(len(loop.tree), 4), loop.edge_index, sn.Topological())
     assert h.shape == (len(loop.tree), 6) and torch.isfinite(h).all()
+
+
+# ---------------------------------------------------------------------------- fuzzing the PTB reader
+# A generated tree is (label, token) for a leaf or (label, [children]); a leaf's token may hold
+# single spaces, as SST's "8 1\/2" does.
+_WORD = st.text("abcXYZ019.,'-\\/", min_size=1, max_size=4)
+_LEAF = st.tuples(st.integers(0, 4), st.lists(_WORD, min_size=1, max_size=2).map(" ".join))
+_TREE = st.recursive(
+    _LEAF, lambda kids: st.tuples(st.integers(0, 4), st.lists(kids, min_size=1, max_size=3)), max_leaves=10
+)
+_SPACE = st.sampled_from([" ", "  ", "\t", " \t "])
+
+
+def _render(tree, space: str = " ") -> str:
+    label, body = tree
+    inner = body if isinstance(body, str) else space.join(_render(child, space) for child in body)
+    return f"({label}{space}{inner})"
+
+
+def _flatten(tree) -> tuple[list, list, list]:
+    """Pre-order parents, labels and tokens of a generated tree, as parse_ptb lists them."""
+    parents, labels, tokens = [], [], []
+    stack = [(tree, None)]
+    while stack:
+        (label, body), parent = stack.pop()
+        node = len(parents)
+        parents.append(parent)
+        labels.append(label)
+        tokens.append(body if isinstance(body, str) else None)
+        if not isinstance(body, str):
+            stack.extend((child, node) for child in reversed(body))
+    return parents, labels, tokens
+
+
+def _render_parsed(tree: Tree) -> str:
+    """A parsed Tree back in brackets."""
+    children: dict[int, list[int]] = {}
+    for node, parent in enumerate(tree.parents):
+        if parent is not None:
+            children.setdefault(parent, []).append(node)
+
+    def visit(node: int) -> str:
+        inner = tree.tokens[node] if node not in children else " ".join(visit(c) for c in children[node])
+        return f"({tree.labels[node]} {inner})"
+
+    return visit(0)
+
+
+_NOISE = "()0123456789abcXYZ -+x\t"
+
+
+@st.composite
+def _mutated(draw) -> str:
+    """A valid tree with one to three of: a character dropped, added or replaced, a bracket
+    dropped or added, a label made non-numeric, negative, out of range or huge, an empty
+    leaf, trailing garbage."""
+    text = _render(draw(_TREE), draw(_SPACE))
+    for _ in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(["drop", "add", "replace", "bracket", "label", "empty", "trailing"]))
+        at = draw(st.integers(0, max(len(text) - 1, 0)))
+        if kind == "drop" and text:
+            text = text[:at] + text[at + 1 :]
+        elif kind == "add":
+            text = text[:at] + draw(st.sampled_from(_NOISE)) + text[at:]
+        elif kind == "replace" and text:
+            text = text[:at] + draw(st.sampled_from(_NOISE)) + text[at + 1 :]
+        elif kind == "bracket":
+            brackets = [k for k, c in enumerate(text) if c in "()"]
+            if brackets and draw(st.booleans()):
+                k = draw(st.sampled_from(brackets))
+                text = text[:k] + text[k + 1 :]
+            else:
+                text = text[:at] + draw(st.sampled_from("()")) + text[at:]
+        elif kind == "label":
+            labels = [m.span(1) for m in re.finditer(r"\((\d+)", text)]
+            if labels:
+                start, end = draw(st.sampled_from(labels))
+                bad = draw(st.sampled_from(["x", "-1", "7", "12345678901234567890", "2.5", "+3", "", "٣", "1_0"]))
+                text = text[:start] + bad + text[end:]
+        elif kind == "empty":
+            leaves = [m.span(1) for m in re.finditer(r"\(\d+\s+([^()]+)\)", text)]
+            if leaves:
+                start, end = draw(st.sampled_from(leaves))
+                text = text[:start] + text[end:]
+        elif kind == "trailing":
+            text += draw(st.sampled_from([" x", " (2 a)", ")", " 3", "(", "((", " )("]))
+    return text
+
+
+_LINE = st.one_of(
+    _TREE.map(lambda tree: ("valid", tree)),
+    _mutated().map(lambda text: ("text", text)),
+    st.text(_NOISE, max_size=30).map(lambda text: ("text", text)),
+)
+
+
+def _same(a: Tree, b: Tree) -> bool:
+    return (a.parents, a.slots, a.labels, a.tokens) == (b.parents, b.slots, b.labels, b.tokens)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_LINE, min_size=1, max_size=4), _SPACE)
+def test_the_ptb_reader_parses_right_or_names_file_and_line(lines, space):
+    """Every input either parses (a generated tree into itself, anything else into a tree that
+    reads back the same) or is refused with a ValueError naming the file and line; nothing
+    else escapes, neither from the string parser nor from the file reader."""
+    texts = [_render(item, space) if kind == "valid" else item for kind, item in lines]
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "trees.txt"
+        path.write_text("".join(text + "\n" for text in texts), encoding="utf-8")
+        expected, first_error = [], None
+        for number, ((kind, item), text) in enumerate(zip(lines, texts), start=1):
+            if not text.strip():
+                continue  # the reader skips blank lines
+            try:
+                tree = parse_ptb(text, source=str(path), line=number)
+            except TreeSyntaxError as error:
+                assert str(error).startswith(f"{path}:{number}:"), str(error)
+                first_error = first_error or str(error)
+                event("a line refused")
+                continue
+            assert tree.source == f"{path}:{number}"
+            if kind == "valid":
+                # the generated tree, node for node: same leaves in order, same labels
+                assert (tree.parents, tree.labels, tree.tokens) == _flatten(item)
+                assert tree.leaves == [t for t in _flatten(item)[2] if t is not None]
+            else:
+                assert _same(parse_ptb(_render_parsed(tree)), tree)  # whatever parsed reads back the same
+                event("a mutated or random line parsed")
+            assert all(label is not None and label >= 0 for label in tree.labels)
+            expected.append(tree)
+        try:
+            trees = read_ptb(path)
+        except ValueError as error:
+            message = str(error)
+            assert message == (first_error or f"{path}: no trees"), message
+            return
+    assert first_error is None and len(trees) == len(expected)
+    assert all(_same(a, b) and a.source == b.source for a, b in zip(trees, expected))

@@ -14,6 +14,7 @@ from structnets.sequences.copy_recall import MemoryTaskConfig, evaluate, load_mo
 from structnets.sequences.copy_recall_config import training_batch
 from structnets.sequences.copy_recall_data import masked_loss
 from structnets.train.checkpoint import CheckpointError, RunDirectory
+from structnets.train.engine import NonFiniteLossError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -105,13 +106,29 @@ def test_resume_continues_where_the_run_stopped(tmp_path):
     assert resumed.metrics == straight.metrics
 
 
-def test_a_non_finite_loss_stops_training_before_anything_is_saved(tmp_path, monkeypatch):
+def test_a_non_finite_loss_stops_training_before_anything_is_saved(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(copy_recall, "masked_loss", lambda logits, batch: logits.sum() * math.nan)
-    with pytest.raises(FloatingPointError, match="non-finite training loss"):
-        run(TINY, tmp_path)
-    assert not (tmp_path / "model.pt").exists()
+    with pytest.raises(NonFiniteLossError, match=r"copy dnc: the training loss is nan at step 1; nothing was saved"):
+        run(TINY, tmp_path / "run")
+    assert not (tmp_path / "run" / "model.pt").exists()
     with pytest.raises(CheckpointError, match="incomplete"):
-        load_model(tmp_path)
+        load_model(tmp_path / "run")
+    # on the command line: exit 2, one line naming the step
+    flags = ["--steps", "2", "--hidden-size", "8", "--word-size", "4", "--batch-size", "2", "--eval-sequences", "4"]
+    assert main(["memory", "train", "--out", str(tmp_path / "cli"), *flags, "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        len(err.splitlines()) == 1 and "structnets memory: error: copy dnc: the training loss is nan at step 1" in err
+    )
+
+
+def test_a_model_with_non_finite_outputs_is_not_scored():
+    model = copy_recall.build_model(TINY)
+    with torch.no_grad():
+        model.output.bias.fill_(math.nan)
+    # a threshold at 0 would score NaN outputs as all-zero bits: refused instead
+    with pytest.raises(ValueError, match=r"memory: the model's outputs on sequences of size 6: NaN in row\(s\) 0, 1"):
+        evaluate(model, TINY)
 
 
 def test_evaluate_refuses_an_incomplete_run_and_another_tasks_run(tmp_path, capsys):

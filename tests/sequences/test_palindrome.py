@@ -16,7 +16,7 @@ from structnets.sequences.palindrome import PalindromeConfig, evaluate, load_mod
 from structnets.sequences.palindrome_data import sample_training_batch
 from structnets.train import config as configs
 from structnets.train.checkpoint import CheckpointError, RunDirectory
-from structnets.train.engine import LRSchedule
+from structnets.train.engine import LRSchedule, NonFiniteLossError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -170,3 +170,27 @@ def test_help_shows_every_flag_with_its_default():
     for flag, default in [("--steps", "4500"), ("--cell", "lstm"), ("--lr", "0.004"), ("--batch-size", "512")]:
         assert flag in text and f"(default: {default})" in text
     assert "--max-train-seconds" in text and "--resume" in text and "--ema-decay" in text
+
+
+def test_a_non_finite_loss_in_palindrome_stops_with_the_step_named(tmp_path, monkeypatch):
+    steps, original = [], palindrome._loss
+
+    def loss(model, batch):  # the fourth training step's loss is infinite
+        steps.append(None)
+        return original(model, batch) * (float("inf") if len(steps) == 4 else 1.0)
+
+    monkeypatch.setattr(palindrome, "_loss", loss)
+    with pytest.raises(
+        NonFiniteLossError, match=r"palindrome lstm: the training loss is inf at step 4; nothing was saved"
+    ):
+        run(_tiny(), tmp_path / "run")
+    assert not (tmp_path / "run" / "model.pt").exists()
+
+
+def test_a_model_with_non_finite_outputs_is_not_scored():
+    model = palindrome.build_model(TINY)
+    with torch.no_grad():
+        model.embedding.weight.fill_(float("nan"))
+    # NaN > 0 is False: the model would seem to answer "no" everywhere; refused instead
+    with pytest.raises(ValueError, match=r"palindrome: the model's outputs at length 1: NaN in row\(s\) 0, 1"):
+        evaluate(model, TINY)

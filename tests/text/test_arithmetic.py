@@ -5,11 +5,12 @@ import json
 import random
 
 import pytest
+import torch
 
 from structnets.cli import main
 from structnets.text.arithmetic import ArithmeticConfig, expression_tree, random_expression, train
 from structnets.train.checkpoint import load_model, open_run
-from structnets.train.engine import LRSchedule
+from structnets.train.engine import LRSchedule, NonFiniteLossError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -77,3 +78,33 @@ def test_arithmetic_command_line(tmp_path):
     arithmetic += ["--val-examples", "10", "--epochs", "1", "--test-examples-per-depth", "10"]
     assert main([*arithmetic, "--out", str(tmp_path / "ar"), "--no-progress"]) == 0
     assert json.loads((tmp_path / "ar" / "metrics.json").read_text())["train_depths"] == [1]
+
+
+def test_a_non_finite_loss_in_arithmetic_stops_with_the_step_named(tmp_path, monkeypatch):
+    from structnets.text import arithmetic
+
+    steps = []
+
+    def loss(model, example):  # the third training step's loss is NaN (validation also calls it)
+        steps.extend([None] if model.training else [])
+        return model(example[0]).sum() * 0 + (float("nan") if len(steps) == 3 else 1.0)
+
+    monkeypatch.setattr(arithmetic, "_root_loss", loss)
+    with pytest.raises(NonFiniteLossError, match=r"arithmetic: the training loss is nan at step 3; nothing was saved"):
+        train(_config(), tmp_path / "run")
+    assert not (tmp_path / "run" / "model.pt").exists()
+
+
+def test_a_model_with_non_finite_outputs_is_not_scored(tmp_path, monkeypatch):
+    from structnets.text import arithmetic
+
+    def broken(model, example):  # a finite loss, whose step leaves the weights NaN
+        loss = model(example[0]).sum() * 0
+        with torch.no_grad():
+            model.output.bias.fill_(float("nan"))
+        return loss
+
+    monkeypatch.setattr(arithmetic, "_root_loss", broken)
+    with pytest.raises(ValueError, match=r"arithmetic: the model's outputs on the validation expressions: NaN in row"):
+        train(dataclasses.replace(_config(epochs=1), train_examples=100), tmp_path / "run")  # one step
+    assert not (tmp_path / "run" / "model.pt").exists()

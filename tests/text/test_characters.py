@@ -82,3 +82,14 @@ def test_sampling_is_seeded_and_checks_its_arguments():
         sample(model, vocabulary, "ab", 0)
     with pytest.raises(ValueError, match="the prompt must hold"):
         sample(model, vocabulary, "", 3)
+
+
+def test_a_model_with_non_finite_outputs_is_not_scored_or_sampled():
+    vocabulary = Vocabulary.build("abc \n")
+    model = _model(len(vocabulary))
+    with torch.no_grad():
+        model.head.bias[1] = float("nan")
+    with pytest.raises(ValueError, match="the bits per character came out nan: the model's outputs are not finite"):
+        bits_per_character(model, torch.randint(len(vocabulary), (40,)), batch_size=2)
+    with pytest.raises(ValueError, match="the model's outputs are not finite .*; cannot sample"):
+        sample(model, vocabulary, "ab", 5)

@@ -146,3 +146,20 @@ def test_sample_refuses_an_incomplete_run_and_another_task(tmp_path, capsys):
     assert main(["charlm", "sample", "--model", str(tmp_path / "trees"), "--prompt", "A"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "trees: a run of task 'trees', but 'charlm' was expected" in err
+
+
+def test_a_non_finite_loss_in_charlm_stops_with_the_step_named(tmp_path, monkeypatch):
+    from structnets.text import charlm
+    from structnets.train.engine import NonFiniteLossError
+
+    calls = collections.Counter()
+
+    def cross_entropy(logits, targets):
+        calls["loss"] += 1
+        return F.cross_entropy(logits, targets) * (math.inf if calls["loss"] == 3 else 1.0)
+
+    monkeypatch.setattr(charlm, "F", type("F", (), {"cross_entropy": staticmethod(cross_entropy)}))
+    text = ("abcabcabd" * 40 + "\n") * 3
+    with pytest.raises(NonFiniteLossError, match=r"charlm lstm: the training loss is inf at step 3; nothing was saved"):
+        train(dataclasses.replace(_config(), sample_prompt="ab"), tmp_path, text=text)
+    assert not (tmp_path / "model.pt").exists()
