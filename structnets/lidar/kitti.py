@@ -107,6 +107,17 @@ def _read_text(path: Path) -> str:
         raise ValueError(f"{path}: not UTF-8 text (byte {error.start}: {error.reason})") from None
 
 
+def _finite(token: str, where: str, name: str) -> float:
+    """``token`` as a finite float, or a ValueError naming ``where``, the field and the token."""
+    try:
+        value = float(token)
+    except ValueError:
+        raise ValueError(f"{where}: {name} is {token!r}, not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{where}: {name} is {token!r}; values must be finite")
+    return value
+
+
 def read_calibration(path: str | Path) -> Calibration:
     """The matrices of a KITTI ``calib/*.txt``: one ``NAME: values`` line per matrix, all
     values finite numbers; ``P2``, ``R0_rect`` and ``Tr_velo_to_cam`` must be there, once each."""
@@ -124,15 +135,7 @@ def read_calibration(path: str | Path) -> Calibration:
             raise ValueError(f"{path}, line {number}: expected 'NAME: values', got {line.strip()[:40]!r}")
         if key in found:
             raise ValueError(f"{path}, line {number}: a second {key!r} (the first is on line {lines[key]})")
-        numbers = []
-        for token in values.split():
-            try:
-                value = float(token)
-            except ValueError:
-                raise ValueError(f"{path}, line {number}: non-numeric value {token!r} for {key!r}") from None
-            if not math.isfinite(value):
-                raise ValueError(f"{path}, line {number}: non-finite value {token!r} for {key!r}")
-            numbers.append(value)
+        numbers = [_finite(token, f"{path}, line {number}", f"a value of {key!r}") for token in values.split()]
         found[key], lines[key] = numbers, number
     shapes = {"P2": (3, 4), "R0_rect": (3, 3), "Tr_velo_to_cam": (3, 4)}
     matrices = {}
@@ -209,15 +212,7 @@ def read_labels(path: str | Path) -> list[KittiObject]:
             raise ValueError(f"{where}: {len(fields)} fields, expected 15 (16 with a score)")
         if fields[0] not in CLASSES:
             raise ValueError(f"{where}: unknown class {fields[0]!r}; KITTI's are {', '.join(CLASSES)}")
-        values = []
-        for name, token in zip(LABEL_FIELDS, fields[1:]):
-            try:
-                value = float(token)
-            except ValueError:
-                raise ValueError(f"{where}: {name} is {token!r}, not a number") from None
-            if not math.isfinite(value):
-                raise ValueError(f"{where}: {name} is {token!r}; values must be finite")
-            values.append(value)
+        values = [_finite(token, where, name) for name, token in zip(LABEL_FIELDS, fields[1:])]
         if not values[1].is_integer():
             raise ValueError(f"{where}: occluded is {fields[2]!r}, not a whole number")
         if fields[0] != "DontCare" and not min(values[7:10]) > 0:

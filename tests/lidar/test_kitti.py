@@ -176,9 +176,9 @@ def test_calibration_with_non_finite_values_is_refused(tmp_path):
         _refused(
             path,
             CALIBRATION.replace("721.5 0 609.6", f"721.5 {token} 609.6"),
-            rf"calib.txt, line 2: non-finite value '{token}' for 'P2'",
+            rf"calib.txt, line 2: a value of 'P2' is '{token}'; values must be finite",
         )
-    _refused(path, CALIBRATION.replace("P0: 1", "P0: one"), r"calib.txt, line 1: non-numeric value 'one' for 'P0'")
+    _refused(path, CALIBRATION.replace("P0: 1", "P0: one"), r"calib.txt, line 1: a value of 'P0' is 'one', not a number")
     _refused(
         path,
         CALIBRATION.replace("R0_rect: 1 0 0", "R0_rect: 0 0 0"),
