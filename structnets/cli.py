@@ -3,18 +3,36 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 
 from . import __version__
-from .chem import molprop
-from .lidar import detect
-from .physics import simulate
-from .sequences import copy_recall as memory_tasks
-from .sequences import palindrome
-from .text import charlm, sentiment
 
 __all__ = ["main", "build_parser"]
+
+#: The task modules, in the order ``--help`` lists them, with the command names each
+#: registers (for the stand-in when the module's extra is not installed).
+TASKS = (
+    ("structnets.sequences.palindrome", ("palindrome",), None),
+    ("structnets.chem.molprop", ("molprop", "chem"), "chem"),
+    ("structnets.text.sentiment", ("trees",), None),
+    ("structnets.physics.simulate", ("simulate", "physics"), None),
+    ("structnets.lidar.detect", ("detect", "lidar"), "lidar"),
+    ("structnets.sequences.copy_recall", ("memory",), None),
+    ("structnets.text.charlm", ("charlm",), None),
+)
+
+
+def _missing_extra(extra: str, error: ImportError):
+    def run(args: argparse.Namespace) -> int:
+        print(
+            f"structnets {args.command}: error: {error.msg} (install it with pip install 'structnets[{extra}]')",
+            file=sys.stderr,
+        )
+        return 2
+
+    return run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,13 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"structnets {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    palindrome.register(subparsers)
-    molprop.register(subparsers)
-    sentiment.register(subparsers)
-    simulate.register(subparsers)
-    detect.register(subparsers)
-    memory_tasks.register(subparsers)
-    charlm.register(subparsers)
+    for module, names, extra in TASKS:
+        try:
+            task = importlib.import_module(module)
+        except ImportError as error:
+            if extra is None or error.name not in ("rdkit", "shapely"):
+                raise
+            # A field whose extra is missing still has its command, which says what to install.
+            stand_in = subparsers.add_parser(names[0], aliases=list(names[1:]), help=f"(needs structnets[{extra}])")
+            stand_in.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+            stand_in.set_defaults(func=_missing_extra(extra, error))
+            continue
+        task.register(subparsers)
     return parser
 
 

@@ -4,7 +4,17 @@
   from SMILES, SD files and XYZ geometries, as torch_geometric ``Data``.
 * :mod:`~structnets.chem.datasets`: a CSV reader, ESOL, FreeSolv, Lipophilicity and QM9.
 * :mod:`~structnets.chem.splits`: random and scaffold splits, and split files.
+
+It needs rdkit, which the ``[chem]`` extra installs (``pip install 'structnets[chem]'``).
 """
+
+try:
+    import rdkit  # noqa: F401
+except ImportError as error:  # the core install has no rdkit: say which extra brings it
+    raise ImportError(
+        "structnets.chem needs rdkit, which the [chem] extra installs: pip install 'structnets[chem]'",
+        name="rdkit",
+    ) from error
 
 from .datasets import (
     CHEMICAL_ACCURACY,
