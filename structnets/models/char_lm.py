@@ -68,11 +68,12 @@ class CharLM(nn.Module):
             config.num_layers,
             cell=config.cell.cls,
             batch_first=True,
-            dropout=config.dropout,
+            # Between layers only: with one layer there is none (the head's dropout remains).
+            dropout=config.dropout if config.num_layers > 1 else 0.0,
         )
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden_size, config.vocab_size)
 
     def forward(self, tokens: Tensor, hx: State | None = None) -> tuple[Tensor, State]:
-        output, hx = self.rnn(self.embedding(tokens), hx=hx)
+        output, hx = self.rnn(self.embedding(tokens), hx)
         return self.head(self.dropout(output)), hx

@@ -92,7 +92,7 @@ class SequenceClassifier(nn.Module):
 
     def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
         """Scores a padded batch; ``lengths`` are the true lengths (moved to the CPU for the RNN)."""
-        _, h_n = self.rnn(self.embedding(tokens), lengths.cpu())
+        _, h_n = self.rnn(self.embedding(tokens), lengths=lengths.cpu())
         if isinstance(h_n, tuple):  # LSTM: (h_n, c_n); classify from h_n
             h_n = h_n[0]
         batch, hidden = tokens.shape[0], self.config.hidden_size
