@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         result = args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, TypeError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError, TypeError, ImportError) as error:
         print(f"structnets {args.command}: error: {error}", file=sys.stderr)
         return 2
     return int(result or 0)

@@ -16,6 +16,12 @@ layouts are read here:
 * the memory-mapped layout of the DeepMind-to-numpy converters: ``<split>_offset.json``
   with ``<split>_position.dat`` (float32) and ``<split>_particle_type.dat`` (int64).
 
+LagrangeBench's HDF5 and DeepMind's TFRecord files are read by :mod:`structnets.physics.formats`,
+into the same types and through the same checks. ``metadata.json`` may also give
+``periodic_boundary_conditions`` (one boolean per axis), ``dx`` and ``write_every``, as
+LagrangeBench's do; they are checked and kept, but the simulator does not yet wrap
+displacements across a periodic box.
+
 Every reader checks what it returns against the metadata. It refuses, naming the file and
 the field, a missing or malformed metadata field (``dim`` is the integer 2 or 3, never a
 JSON boolean; vectors have ``dim`` finite numbers; standard deviations are positive), a
@@ -63,6 +69,7 @@ _REQUIRED = (
     "acc_mean",
     "acc_std",
 )
+_OPTIONAL = ("periodic_boundary_conditions", "dx", "write_every")
 
 
 _EXPECTED = (
@@ -87,9 +94,19 @@ class SimulationMetadata:
     vel_std: list[float]
     acc_mean: list[float]
     acc_std: list[float]
+    # Optional (LagrangeBench's metadata has them); None when the file does not say.
+    periodic_boundary_conditions: list[bool] | None = None
+    dx: float | None = None
+    write_every: int | None = None
+
+    @property
+    def periodic(self) -> bool:
+        """Whether any axis is periodic (the simulator ignores it so far: it never wraps)."""
+        return bool(self.periodic_boundary_conditions and any(self.periodic_boundary_conditions))
 
     def to_json(self) -> dict:
-        return {name: getattr(self, name) for name in _REQUIRED}
+        optional = {name: getattr(self, name) for name in _OPTIONAL if getattr(self, name) is not None}
+        return {**{name: getattr(self, name) for name in _REQUIRED}, **optional}
 
 
 def _show(value: object, limit: int = 80) -> str:
@@ -117,11 +134,13 @@ def _numbers(value: object, count: int) -> list[float] | None:
     return None if None in numbers else numbers
 
 
-def read_metadata(path: str | Path) -> SimulationMetadata:
+def read_metadata(path: str | Path, *, aliases: dict[str, str] | None = None) -> SimulationMetadata:
     """``metadata.json`` of a dataset (or the folder that holds it).
 
-    The fields are those of DeepMind's learning_to_simulate and PyTorch GNS datasets;
-    other fields are ignored.
+    The fields are those of DeepMind's learning_to_simulate and PyTorch GNS datasets, and
+    optionally ``periodic_boundary_conditions``, ``dx`` and ``write_every``; other fields
+    are ignored. ``aliases`` maps a required field to the field read in its place when it
+    is missing (LagrangeBench's ``sequence_length_train`` for ``sequence_length``).
 
     Raises:
         FileNotFoundError: no such file.
@@ -138,7 +157,9 @@ def read_metadata(path: str | Path) -> SimulationMetadata:
         raise ValueError(f"{path}: not valid JSON ({error})") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a JSON object with the fields {', '.join(_REQUIRED)}, got {_show(raw)}")
-    missing = [name for name in _REQUIRED if name not in raw]
+    aliases = aliases or {}
+    raw.update({name: raw[alias] for name, alias in aliases.items() if name not in raw and alias in raw})
+    missing = [name + (f" (or {aliases[name]})" if name in aliases else "") for name in _REQUIRED if name not in raw]
     if missing:
         raise ValueError(f"{path}: missing field(s) {', '.join(missing)}")
     dim = raw["dim"]
@@ -168,16 +189,36 @@ def read_metadata(path: str | Path) -> SimulationMetadata:
     if type(length) is not int or length <= 0:
         raise ValueError(f"{path}: field 'sequence_length' must be a positive integer, got {_show(length)}")
     fields["sequence_length"] = length
+    periodic = raw.get("periodic_boundary_conditions")
+    if periodic is not None:
+        if not (isinstance(periodic, list) and len(periodic) == dim and all(type(v) is bool for v in periodic)):
+            raise ValueError(
+                f"{path}: field 'periodic_boundary_conditions' must be {dim} booleans, got {_show(periodic)}"
+            )
+        fields["periodic_boundary_conditions"] = periodic
+    if raw.get("dx") is not None:
+        fields["dx"] = _finite(raw["dx"])
+        if fields["dx"] is None or fields["dx"] <= 0:
+            raise ValueError(f"{path}: field 'dx' must be a positive finite number, got {_show(raw['dx'])}")
+    if raw.get("write_every") is not None:
+        fields["write_every"] = raw["write_every"]
+        if type(raw["write_every"]) is not int or raw["write_every"] <= 0:
+            raise ValueError(f"{path}: field 'write_every' must be a positive integer, got {_show(raw['write_every'])}")
     return SimulationMetadata(**fields)
 
 
 @dataclass(frozen=True, eq=False)
 class Trajectory:
-    """One simulation: ``position`` ``[T, N, D]`` float32 and ``particle_type`` ``[N]`` int64."""
+    """One simulation: ``position`` ``[T, N, D]`` float32 and ``particle_type`` ``[N]`` int64.
+
+    ``step_context`` ``[T, C]`` float32: the per-frame global features of DeepMind's TFRecord
+    datasets that have them (the simulator does not use them); None elsewhere.
+    """
 
     name: str
     position: np.ndarray
     particle_type: np.ndarray
+    step_context: np.ndarray | None = None
 
 
 def _check(
@@ -232,7 +273,7 @@ def _check(
                 f"{where}: particle {particle} at frame {frame} is outside the metadata bounds on axis {axis} "
                 f"({single[frame, particle, axis]:.4g} not in {metadata.bounds[axis]})"
             )
-    return Trajectory(trajectory.name, single, kinds.astype(np.int64, copy=False))
+    return Trajectory(trajectory.name, single, kinds.astype(np.int64, copy=False), trajectory.step_context)
 
 
 def _describe(value: object) -> str:

@@ -9,7 +9,8 @@ valid split; ``evaluate --model RUN --data DATA --split test --out DIR`` writes
 constant-velocity baseline from the same history (:mod:`structnets.physics.metrics`);
 ``render`` turns a saved rollout into a side-by-side GIF; ``demo --out DIR`` does all of
 it in a few minutes on a CPU; ``convert SRC DST`` rewrites a (trusted) PyTorch GNS dataset
-in structnets' layout.
+in structnets' layout. ``--data`` is a folder in structnets' layout, LagrangeBench's HDF5 or
+DeepMind's TFRecord (``--format``, by default told by the file names: :mod:`.formats`).
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ from ..train import config as flags
 from ..train.checkpoint import Checkpoint, RunDirectory, atomic_write, load_checkpoint, load_model, open_run
 from ..train.distributed import distributed, shard
 from ..train.engine import LRSchedule, TrainConfig, fit, seed_everything
+from .formats import FORMATS, open_dataset
 from .metrics import one_step_errors, rollout_errors
-from .particles import convert_gns, read_metadata, read_trajectories
+from .particles import convert_gns
 from .render import render
 from .windows import TrajectoryWindows
 
@@ -104,8 +106,12 @@ def _check_resumable(resume: Path, gns: GNSConfig) -> None:
             raise ValueError(f"{model_file} was trained with {trained}, not {flags.to_dict(gns)}")
 
 
-def train(config: SimulateConfig, data: Path, out: Path) -> dict[str, Any]:
+def train(config: SimulateConfig, data: Path, out: Path, data_format: str = "auto") -> dict[str, Any]:
     """Trains on ``data/train.npz``, keeps the weights best on ``data/valid.npz``; writes the run to ``out``.
+
+    ``data_format`` is one of :data:`.formats.FORMATS` (``.h5``, ``.tfrecord`` split files for
+    LagrangeBench and DeepMind); a periodic dataset is read with a warning: the simulator
+    does not wrap across the box yet.
 
     Under ``torchrun`` each process draws its share of the windows and the engine's
     DistributedDataParallel averages the gradients (gloo on CPU, NCCL on GPU); rank 0
@@ -118,11 +124,10 @@ def train(config: SimulateConfig, data: Path, out: Path) -> dict[str, Any]:
             settings = dataclasses.replace(settings, device=f"cuda:{os.environ.get('LOCAL_RANK', here.rank)}")
             torch.cuda.set_device(settings.device)
         device = torch.device(settings.device)
-        metadata, kinds = read_metadata(data), config.gns.particle_types
-        train_set = read_trajectories(Path(data) / "train.npz", metadata, particle_types=kinds)
-        windows = TrajectoryWindows(train_set, device=device)
-        valid = Path(data) / "valid.npz"
-        valid_set = read_trajectories(valid, metadata, particle_types=kinds) if valid.is_file() else None
+        dataset, kinds = open_dataset(data, data_format), config.gns.particle_types
+        metadata = dataset.metadata
+        windows = TrajectoryWindows(dataset.read("train", particle_types=kinds), device=device)
+        valid_set = dataset.read("valid", particle_types=kinds) if dataset.has("valid") else None
         held_out = TrajectoryWindows(valid_set, every=5, device=device) if valid_set is not None else None
         if settings.resume is not None:
             _check_resumable(settings.resume, config.gns)
@@ -175,16 +180,18 @@ def _save_rollout(path: Path, truth: np.ndarray, predicted: np.ndarray, bounds: 
 
 
 def evaluate(
-    run: Path, data: Path, split: str, out: Path, max_trajectories: int | None = None, device: str = "cpu"
-) -> dict[str, Any]:
+    run: Path, data: Path, split: str, out: Path, max_trajectories: int | None = None, device: str = "cpu",
+    data_format: str = "auto",
+) -> dict[str, Any]:  # fmt: skip
     """One-step and rollout MSE of the model and of constant velocity; writes ``out/metrics.json``,
     ``out/timing.json`` and ``out/rollout.npz`` (the first trajectory, for :func:`render`)."""
     out = RunDirectory.check_target(out)
     if max_trajectories is not None and max_trajectories < 1:
         raise ValueError(f"--max-trajectories {max_trajectories} must be at least 1")
     model, _ = load_simulator(run, device)
-    metadata, kinds = read_metadata(data), model.config.particle_types
-    trajectories = read_trajectories(Path(data) / f"{split}.npz", metadata, particle_types=kinds)[:max_trajectories]
+    dataset = open_dataset(data, data_format)
+    metadata, trajectories = dataset.metadata, dataset.read(split, particle_types=model.config.particle_types)
+    trajectories = trajectories[:max_trajectories]
     one_step = one_step_errors(model, TrajectoryWindows(trajectories, every=5, device=device))  # every 5th window
     started = time.perf_counter()
     rollout, (truth, predicted) = rollout_errors(model, trajectories, device)
@@ -222,6 +229,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     gen.set_defaults(func=_generate_cli)
     tr = actions.add_parser("train", help="train the learned simulator on a dataset")
     tr.add_argument("--data", required=True, type=Path, help="dataset directory from `generate` (required)")
+    _format(tr)
     tr.add_argument("--out", required=True, type=Path, help="run directory to write (required)")
     flags.add_arguments(tr, SimulateConfig, exclude=("resume", "min_lr_ratio"))
     tr.add_argument("--final-lr", type=float, default=1e-5, help="learning rate the decay ends at (default: 1e-05)")
@@ -270,8 +278,18 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def _model_and_data(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, type=Path, help="run directory from `train` (required)")
     parser.add_argument("--data", required=True, type=Path, help="dataset directory (required)")
-    parser.add_argument("--split", default="test", help="the split, DATA/SPLIT.npz (default: test)")
+    _format(parser)
+    parser.add_argument("--split", default="test", help="the split, DATA/SPLIT.npz, .h5 or .tfrecord (default: test)")
     parser.add_argument("--device", default="cpu", help="torch device to run the model on (default: cpu)")
+
+
+def _format(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--format", choices=FORMATS, default="auto", dest="data_format",
+        help="layout of --data: structnets (SPLIT.npz), lagrangebench (SPLIT.h5, LagrangeBench's HDF5), tfrecord "
+        "(SPLIT.tfrecord, DeepMind's learning_to_simulate), each beside metadata.json; auto tells them by the "
+        "file names (default: auto)",
+    )  # fmt: skip
 
 
 def _generate_cli(args: argparse.Namespace) -> int:
@@ -288,15 +306,15 @@ def _train_cli(args: argparse.Namespace) -> int:
     if not 0 <= args.final_lr <= engine.lr:
         raise ValueError(f"--final-lr {args.final_lr} must lie between 0 and --lr {engine.lr}")
     engine = dataclasses.replace(engine, min_lr_ratio=args.final_lr / engine.lr)
-    metrics = train(flags.from_args(SimulateConfig, args, train=engine), args.data, args.out)
+    metrics = train(flags.from_args(SimulateConfig, args, train=engine), args.data, args.out, args.data_format)
     print(f"{metrics['steps']} steps in {metrics['seconds']:.0f} s; wrote {args.out}/model.pt")
     return 0
 
 
 def _rollout_cli(args: argparse.Namespace) -> int:
     model, _ = load_simulator(args.model, args.device)
-    metadata, kinds = read_metadata(args.data), model.config.particle_types
-    trajectories = read_trajectories(Path(args.data) / f"{args.split}.npz", metadata, particle_types=kinds)
+    dataset = open_dataset(args.data, args.data_format)
+    metadata, trajectories = dataset.metadata, dataset.read(args.split, particle_types=model.config.particle_types)
     if not 0 <= args.trajectory < len(trajectories):
         raise ValueError(f"--trajectory {args.trajectory}: the {args.split} split has {len(trajectories)} trajectories")
     metrics, (truth, predicted) = rollout_errors(model, [trajectories[args.trajectory]], args.device)
@@ -314,7 +332,7 @@ def _print(metrics: dict) -> None:
 
 
 def _evaluate_cli(args: argparse.Namespace) -> int:
-    _print(evaluate(args.model, args.data, args.split, args.out, args.max_trajectories, args.device))
+    _print(evaluate(args.model, args.data, args.split, args.out, args.max_trajectories, args.device, args.data_format))
     print(f"wrote {args.out}/metrics.json, rollout.npz")
     return 0
 
