@@ -97,8 +97,12 @@ def gated_update(z: Tensor, h_prev: Tensor, h_bar: Tensor) -> Tensor:
     """The gated update from the lecture: ``h = z * h_prev + (1 - z) * h_bar``.
 
     ``z`` near one keeps the old state, near zero takes the candidate ``h_bar``. The GRU
-    uses it as its state update.
+    uses it as its state update. Mixed dtypes (float32 states under a bfloat16 autocast)
+    are computed in the wider one, as other pointwise operations promote.
     """
+    if not h_bar.dtype == h_prev.dtype == z.dtype:  # lerp, unlike + and *, does not promote
+        dtype = torch.promote_types(torch.promote_types(h_bar.dtype, h_prev.dtype), z.dtype)
+        h_bar, h_prev, z = h_bar.to(dtype), h_prev.to(dtype), z.to(dtype)
     return torch.lerp(h_bar, h_prev, z)
 
 
@@ -269,7 +273,8 @@ class GRUCell(RecurrentCell):
 
     def step(self, projected: Tensor, hx: Tensor | None) -> Tensor:
         x_r, x_z, x_n = projected.chunk(3, 1)
-        b_n = None if self.bias_hh is None else self.bias_hh[2 * self.hidden_size :]
+        # In the projection's dtype: under autocast it is the lower precision, the bias float32.
+        b_n = None if self.bias_hh is None else self.bias_hh[2 * self.hidden_size :].to(projected.dtype)
         if hx is None:
             r, z = torch.sigmoid(x_r), torch.sigmoid(x_z)
             n = torch.tanh(x_n if b_n is None else torch.addcmul(x_n, r, b_n.expand_as(x_n)))
@@ -304,7 +309,7 @@ class ChildSumTreeGRUCell(GRUCell):
         per_child = torch.mm(h_children, self.weight_hh[[*range(hs), *range(2 * hs, 3 * hs)]].t())
         h_r, h_n = per_child.split(hs, 1)
         if self.bias_hh is not None:
-            h_n = h_n + self.bias_hh[2 * hs :]
+            h_n = h_n + self.bias_hh[2 * hs :].to(h_n.dtype)
         r = torch.sigmoid(x_r.index_select(0, incoming.receivers) + h_r)
         n = torch.tanh(x_n + incoming.sum(r * h_n))
         return gated_update(z, h_sum, n)

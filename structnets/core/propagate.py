@@ -24,6 +24,14 @@ graph_nets and jraph's ``InteractionNetwork``::
 The rounds share one step (MPNN) or take one from a sequence per round (GNS, Point-GNN);
 the same holds for the edge step. Edge states come back beside the node states, so a
 model that carries edges from round to round needs no side channel.
+
+A torch_geometric ``Data`` or ``Batch`` (or any object with ``x``, ``edge_index`` and
+``edge_attr`` attributes) may stand in for the tensors: ``propagate(cell, data, schedule)``.
+
+For torch.export and ONNX, :func:`propagate_level_lists` runs the topological schedule
+from a schedule computed outside the traced program and passed in as index tensors, with
+no data-dependent shapes or control flow. ``torch.compile(fullgraph=True)`` takes
+:func:`propagate_levels` as it is, given a precomputed schedule.
 """
 
 from __future__ import annotations
@@ -40,11 +48,14 @@ from .schedules import Levels, Synchronous, Topological, check_edge_index, topol
 
 __all__ = [
     "GraphState",
+    "GraphData",
+    "is_graph_data",
     "NodeStep",
     "EdgeStep",
     "AggregateFn",
     "propagate",
     "propagate_levels",
+    "propagate_level_lists",
     "run_levels",
     "propagate_rounds",
     "sum_aggregate",
@@ -156,8 +167,9 @@ def run_levels(
     """The level loop itself: every node's state components, in schedule (level) order.
 
     With ``fuse_cell`` and a plain :class:`~structnets.cells.LSTMCell`, the loop runs as one
-    autograd node with a hand-written backward (:mod:`structnets.fused`); otherwise the
-    cell's own ``step`` runs under autograd, level by level. Both compute the same thing.
+    autograd node with a hand-written backward (:mod:`structnets.fused`); otherwise (and
+    while ``torch.compile`` traces it) the cell's own ``step`` runs under autograd, level by
+    level. Both compute the same thing.
 
     Returns:
         One ``[num_nodes, hidden]`` tensor per state component, rows in ``levels.order``.
@@ -167,8 +179,14 @@ def run_levels(
     if levels.order is not None:
         inputs = inputs.index_select(0, levels.order)
     projected = cell.project_input(inputs)
-    if fuse_cell and type(cell) is LSTMCell and edge_attr is None:
-        return fused_lstm_levels(projected, cell.weight_hh, levels, initial)
+    # Traced by torch.compile, the cell's own steps run instead: the compiler fuses them
+    # itself, and it cannot trace the fused loop's in-place ``out=`` writes.
+    if fuse_cell and type(cell) is LSTMCell and edge_attr is None and not torch.compiler.is_compiling():
+        # Under autocast the projection comes out in the lower precision while the weights
+        # stay float32; the fused loop's in-place products need one dtype (autograd casts
+        # the weight's gradient back).
+        weight_hh = cell.weight_hh if cell.weight_hh.dtype == projected.dtype else cell.weight_hh.to(projected.dtype)
+        return fused_lstm_levels(projected, weight_hh, levels, initial)
     # split() gives every level a view whose gradients autograd joins with one cat; indexing
     # the projection per level would instead allocate a full-size gradient per level.
     projected = projected.split(levels.sizes)
@@ -223,6 +241,67 @@ def propagate_levels(
     if levels.rank is not None:
         out = [o.index_select(0, levels.rank) for o in out]
     return tuple(out) if cell.state_is_tuple else out[0]
+
+
+def propagate_level_lists(
+    cell: RecurrentCell,
+    inputs: Tensor,
+    edge_index: Tensor,
+    nodes: Sequence[Tensor],
+    edges: Sequence[Tensor],
+    *,
+    edge_attr: Tensor | None = None,
+    reverse: bool = False,
+) -> State:
+    """The level loop with the schedule as tensors alone (:func:`structnets.schedules.level_lists`).
+
+    The same computation as :func:`propagate_levels`, level by level, each level's step
+    over its own nodes and arriving edges, but the level sizes live only in the shapes of
+    ``nodes`` and ``edges``, never in Python ints, and nothing reads a tensor's values on
+    the host. So ``torch.export`` and the ONNX exporter take it with every size dynamic
+    (declare each level's dimension with ``torch.export.Dim(..., min=0)``: levels past a
+    graph's depth are empty), and one program runs every graph of at most ``len(nodes)``
+    levels. States are kept in one buffer, rewritten out of place per level, which costs a
+    copy of it per level: the level loop remains the one to train with. ``initial`` states
+    are not supported: the sources start from zeros.
+
+    Args:
+        cell: the step, as for :func:`propagate_levels`.
+        inputs: ``[num_nodes, input_size]``.
+        edge_index: ``[2, num_edges]``, row 0 senders.
+        nodes, edges: the schedule (``level_lists(edge_index, num_nodes, L, reverse=reverse)``).
+        edge_attr: per-edge attributes handed to the cell (an N-ary Tree-LSTM's slots).
+        reverse: run against the edges, as the schedule was computed.
+
+    Returns:
+        Every node's state, ``[num_nodes, hidden]`` (a tuple for LSTM cells); zeros for
+        nodes in no level.
+    """
+    if len(edges) != len(nodes) - 1:
+        raise ValueError(f"the schedule lists {len(nodes)} levels' nodes but {len(edges)} levels' edges, not one less")
+    check_edge_index(edge_index, inputs.shape[0], inputs.device)
+    if not torch.compiler.is_compiling():  # a check of values, which tracing cannot take
+        cell.check_edge_attr(edge_attr, edge_index.flip(0) if reverse else edge_index)
+    senders, receivers = (edge_index[1], edge_index[0]) if reverse else (edge_index[0], edge_index[1])
+    num_nodes = inputs.shape[0]
+    projected = cell.project_input(inputs)
+    first = _components(cell.step(projected.index_select(0, nodes[0]), None))
+    buffers = [part.new_zeros(num_nodes, part.shape[1]).index_copy(0, nodes[0], part) for part in first]
+    for level_nodes, level_edges in zip(nodes[1:], edges):
+        # Each receiver's position within its level, from a node -> position map.
+        position = torch.zeros(num_nodes, dtype=torch.long, device=inputs.device)
+        position = position.index_copy(0, level_nodes, torch.arange(level_nodes.shape[0], device=inputs.device))
+        sent = tuple(buffer.index_select(0, senders.index_select(0, level_edges)) for buffer in buffers)
+        incoming = Incoming(
+            states=sent if cell.state_is_tuple else sent[0],
+            receivers=position.index_select(0, receivers.index_select(0, level_edges)),
+            num_receivers=level_nodes.shape[0],
+            one_to_one=False,
+            edge_attr=None if edge_attr is None else edge_attr.index_select(0, level_edges),
+        )
+        state = _components(cell.step_incoming(projected.index_select(0, level_nodes), incoming))
+        buffers = [buffer.index_copy(0, level_nodes, part.to(buffer.dtype)) for buffer, part in zip(buffers, state)]
+    return tuple(buffers) if cell.state_is_tuple else buffers[0]
 
 
 def _per_round(step: _Step | Sequence[_Step], rounds: int, name: str) -> list[_Step]:
@@ -312,6 +391,25 @@ _USES = {
 }
 
 
+class GraphData(Protocol):
+    """What :func:`propagate` reads of a graph container: a torch_geometric ``Data`` or
+    ``Batch`` has these attributes (None where absent), and so may any object."""
+
+    @property
+    def x(self) -> Tensor | None: ...
+
+    @property
+    def edge_index(self) -> Tensor | None: ...
+
+    @property
+    def edge_attr(self) -> Tensor | None: ...
+
+
+def is_graph_data(value: object) -> bool:
+    """Whether ``value`` is a graph container (an ``edge_index`` attribute) rather than a tensor."""
+    return value is not None and not isinstance(value, Tensor) and hasattr(value, "edge_index")
+
+
 @overload
 def propagate(
     step: RecurrentCell,
@@ -322,6 +420,22 @@ def propagate(
     initial: State | None = None,
     edge_attr: Tensor | None = None,
 ) -> State: ...
+
+
+@overload
+def propagate(
+    step: RecurrentCell | NodeStep | Sequence[NodeStep],
+    inputs: GraphData,
+    edge_index: Topological | Synchronous,
+    schedule: None = None,
+    *,
+    initial: State | None = None,
+    edge_attr: Tensor | None = None,
+    state: State | None = None,
+    edges: Tensor | None = None,
+    edge_step: EdgeStep | Sequence[EdgeStep] | None = None,
+    aggregate: AggregateFn | None = None,
+) -> State | GraphState: ...
 
 
 @overload
@@ -340,9 +454,9 @@ def propagate(
 
 def propagate(
     step: RecurrentCell | NodeStep | Sequence[NodeStep],
-    inputs: Tensor | None,
-    edge_index: Tensor,
-    schedule: Topological | Synchronous,
+    inputs: Tensor | GraphData | None,
+    edge_index: Tensor | Topological | Synchronous | None = None,
+    schedule: Topological | Synchronous | None = None,
     *,
     initial: State | None = None,
     edge_attr: Tensor | None = None,
@@ -364,12 +478,22 @@ def propagate(
     Under :class:`Synchronous`, every node updates in each of ``schedule.rounds`` rounds,
     after an optional edge update: see :func:`propagate_rounds` for the round.
 
+    A graph container in place of ``inputs`` (a torch_geometric ``Data`` or ``Batch``:
+    ``propagate(step, data, schedule)``) supplies the tensors: its ``edge_index``; under
+    Topological its ``x`` as ``inputs`` and its ``edge_attr`` as ``edge_attr``; under
+    Synchronous its ``x`` as ``state`` and, when there is an ``edge_step``, its
+    ``edge_attr`` as ``edges`` (without an edge step the messages are the senders' states
+    and ``edge_attr`` is not read). A keyword given explicitly (``state=``, ``edges=``,
+    ``edge_attr=``) takes the place of the container's field.
+
     Args:
         step: the node update: a cell under Topological; under Synchronous any
             :class:`NodeStep`, or a sequence of ``rounds`` of them (weights not shared).
         inputs: node inputs, the cell's input at each node (Topological); None under
-            Synchronous, where no input enters after the initial state.
-        edge_index: row 0 senders, row 1 receivers.
+            Synchronous, where no input enters after the initial state; or a graph
+            container (see above).
+        edge_index: row 0 senders, row 1 receivers; with a graph container, the schedule
+            (or None, the schedule then given as ``schedule=``).
         schedule: :class:`Topological` or :class:`Synchronous`.
         initial: Topological: the source nodes' states, one row per node of the
             levels' ``sources`` (increasing node id); None for zeros.
@@ -391,6 +515,33 @@ def propagate(
         edges: ``[num_edges, edge_size]``. Node states are ``[num_nodes, hidden]``
         (tuples for LSTM cells).
     """
+    if is_graph_data(inputs):
+        data = inputs
+        if isinstance(edge_index, (Topological, Synchronous)):
+            if schedule is not None:
+                raise ValueError("give the schedule once: propagate(step, data, schedule)")
+            edge_index, schedule = None, edge_index
+        if edge_index is not None:
+            raise ValueError(
+                "with a graph container the edges are its edge_index: call propagate(step, data, schedule), "
+                "or pass the tensors as propagate(step, x, edge_index, schedule)"
+            )
+        if not isinstance(schedule, (Topological, Synchronous)):
+            raise TypeError(f"schedule must be Topological or Synchronous, got {schedule!r}")
+        edge_index = data.edge_index
+        if edge_index is None:
+            raise ValueError(f"the {type(data).__name__} has no edge_index")
+        x, data_edge_attr = getattr(data, "x", None), getattr(data, "edge_attr", None)
+        if isinstance(schedule, Synchronous):
+            inputs = None
+            state = x if state is None else state
+            if edge_step is not None and edges is None:
+                edges = data_edge_attr
+        else:
+            inputs = x
+            if inputs is None:
+                raise ValueError(f"under a Topological schedule the {type(data).__name__} needs node inputs as x")
+            edge_attr = data_edge_attr if edge_attr is None else edge_attr
     if isinstance(schedule, Synchronous):
         _refuse(schedule, inputs=inputs, initial=initial, edge_attr=edge_attr)
         if state is None:

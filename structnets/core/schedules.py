@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -32,6 +33,8 @@ __all__ = [
     "compute_levels",
     "build_levels",
     "topological_levels",
+    "LevelLists",
+    "level_lists",
     "check_edge_index",
 ]
 
@@ -124,6 +127,9 @@ def check_edge_index(edge_index: Tensor, num_nodes: int, nodes_device: torch.dev
     or that lies on another device than the nodes' ``nodes_device``.
 
     The range check reads the smallest and largest index, one synchronisation with the device.
+    While ``torch.compile`` or ``torch.export`` traces the caller it is left out (a value
+    check cannot be traced; the shape, dtype and device checks still run), so a traced
+    program does not check the indices it is given.
     """
     if not isinstance(edge_index, Tensor):
         raise TypeError(f"edge_index must be a tensor, got {type(edge_index).__name__}")
@@ -137,7 +143,7 @@ def check_edge_index(edge_index: Tensor, num_nodes: int, nodes_device: torch.dev
         raise TypeError(f"edge_index must hold integers, got dtype {edge_index.dtype}")
     if num_nodes < 0:
         raise ValueError(f"num_nodes must be non-negative, got {num_nodes}")
-    if edge_index.numel():
+    if not torch.compiler.is_compiling() and edge_index.numel():
         low, high = (int(v) for v in torch.aminmax(edge_index))
         if low < 0 or high >= num_nodes:
             raise ValueError(f"edge_index refers to node {low if low < 0 else high}, but num_nodes is {num_nodes}")
@@ -285,6 +291,46 @@ def build_levels(edge_index: Tensor, level: Tensor, tie_break: Tensor | None = N
         rank=None if identity else rank,
         inputs=tuple(inputs),
     )
+
+
+class LevelLists(NamedTuple):
+    """A topological schedule as tensors alone, for traced programs (torch.export, ONNX).
+
+    Attributes:
+        nodes: per level, its node ids in increasing order (``[n_l]``); levels past the
+            graph's last are empty.
+        edges: per level from level 1 on, the columns of ``edge_index`` of the edges
+            arriving at it (``[e_l]``), in increasing order; ``len(nodes) - 1`` of them.
+    """
+
+    nodes: list[Tensor]
+    edges: list[Tensor]
+
+
+def level_lists(edge_index: Tensor, num_nodes: int, num_levels: int, *, reverse: bool = False) -> LevelLists:
+    """The schedule of a DAG as :class:`LevelLists` of exactly ``num_levels`` levels.
+
+    Where :class:`Levels` keeps the level sizes as Python ints (a traced program would fix
+    them), these carry them only in tensor shapes, so one traced program takes any graph
+    of at most ``num_levels`` levels (:func:`structnets.core.propagate.propagate_level_lists`).
+
+    Raises:
+        CycleError: the graph (or its reverse) has a cycle.
+        ValueError: it has more than ``num_levels`` levels.
+    """
+    if num_levels < 1:
+        raise ValueError(f"num_levels must be at least 1, got {num_levels}")
+    directed = edge_index.flip(0) if reverse else edge_index
+    level = compute_levels(directed, num_nodes)
+    depth = int(level.max()) + 1 if num_nodes else 0
+    if depth > num_levels:
+        raise ValueError(f"the graph has {depth} levels, more than the {num_levels} the schedule holds")
+    order = torch.argsort(level, stable=True)
+    nodes = list(order.split(torch.bincount(level, minlength=num_levels).tolist()))
+    arriving = level[directed[1].long()]
+    by_level = torch.argsort(arriving, stable=True)
+    edges = list(by_level.split(torch.bincount(arriving, minlength=num_levels).tolist()))
+    return LevelLists(nodes, edges[1:])
 
 
 # id(edge_index) -> (weak reference to it, {(num_nodes, reverse, version): Levels}).

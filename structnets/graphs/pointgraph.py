@@ -6,6 +6,10 @@ other are joined by edges in both directions (:func:`structnets.radius_graph`); 
 vertex is tied to the raw points within ``feature_radius`` of it, from which its initial
 state is computed (an MLP on each point's offset and reflectance, then the maximum over
 the points: :class:`structnets.nn.VertexEncoder`).
+
+:meth:`PointGraph.to_data` puts a scan's graph and its raw points into one torch_geometric
+``Data`` (:class:`PointGraphData`), which PyG's ``DataLoader`` batches as the LiDAR field's
+batches are laid out, and :class:`structnets.models.PointGNN` takes as it is.
 """
 
 from __future__ import annotations
@@ -15,11 +19,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
+from torch_geometric.data import Data
 from torch_geometric.utils import scatter
 
 from .neighbors import radius_graph
 
-__all__ = ["PointGraph", "voxel_downsample", "build_point_graph"]
+__all__ = ["PointGraph", "PointGraphData", "voxel_downsample", "build_point_graph"]
 
 
 def voxel_downsample(points: Tensor, voxel_size: float) -> Tensor:
@@ -46,13 +51,49 @@ class PointGraph:
     edge_index: Tensor
     point_index: Tensor
 
+    def to_data(self, points: Tensor, **fields: Tensor) -> PointGraphData:
+        """The graph with its scan's raw ``points`` ``[N, C]`` (and any ``fields``) as one ``Data``."""
+        if points.shape[0] and self.point_index.numel() and int(self.point_index[0].max()) >= points.shape[0]:
+            raise ValueError(
+                f"point_index refers to point {int(self.point_index[0].max())}, but there are {points.shape[0]} points"
+            )
+        return PointGraphData(
+            points=points,
+            vertices=self.vertices,
+            edge_index=self.edge_index,
+            point_index=self.point_index,
+            num_nodes=self.vertices.shape[0],
+            **fields,
+        )
+
+
+class PointGraphData(Data):
+    """A scan's point graph and raw points as a torch_geometric ``Data``: ``vertices``
+    ``[V, C]`` (the nodes), ``edge_index`` ``[2, E]``, ``points`` ``[N, C]`` and
+    ``point_index`` ``[2, P]`` (row 0 a raw point, row 1 the vertex it informs).
+
+    Batched (``Batch.from_data_list``, PyG's ``DataLoader``), ``point_index``'s rows are
+    offset by the points and by the vertices before it respectively, and ``batch`` gives
+    each vertex's scan: the layout of :class:`structnets.lidar.frames.PackedFrames`' batches.
+    """
+
+    def __inc__(self, key: str, value, *args, **kwargs):
+        if key == "point_index":
+            return torch.tensor([[self.points.shape[0]], [self.num_nodes]], device=value.device)
+        return super().__inc__(key, value, *args, **kwargs)
+
+    def __cat_dim__(self, key: str, value, *args, **kwargs):
+        if key == "point_index":
+            return 1
+        return super().__cat_dim__(key, value, *args, **kwargs)
+
 
 def build_point_graph(
     points: Tensor, *, voxel_size: float = 0.8, radius: float = 4.0, feature_radius: float = 1.0
 ) -> PointGraph:
     """The graph of one scan; the defaults are the paper's for cars (0.8 m voxels, 4 m edges, 1 m features)."""
     vertices = voxel_downsample(points, voxel_size)
-    edge_index = radius_graph(vertices[:, :3], radius)
+    edge_index = radius_graph(vertices[:, :3], radius, max_num_neighbors=None)
     from scipy.spatial import cKDTree
 
     # Pairs (raw point, vertex) within feature_radius, from two k-d trees in scipy's C code

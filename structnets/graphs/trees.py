@@ -8,6 +8,12 @@ structure): node ids offset per tree, child -> parent edges (torch_geometric's c
 senders first), so the core's :class:`~structnets.Topological` schedule runs every tree's
 leaves first, level by level, across the whole batch.
 
+Every structure is also a torch_geometric ``Data``: :meth:`Tree.to_data` (a
+:class:`TreeData`, given the vocabulary) and :func:`chain_data` (a sequence as a chain), so
+PyG's ``DataLoader`` batches them, node offsets applied to the edges, into batches that
+:class:`~structnets.models.TreeClassifier` and :func:`structnets.propagate` take; the
+topological schedule is computed from each batch's own edges.
+
 The PTB bracket reader is written here rather than taken from nltk: the Stanford
 Sentiment Treebank needs only its small subset of the format, and a bad line should be
 reported with its line and column, which nltk's reader does not give.
@@ -40,8 +46,10 @@ __all__ = [
     "tree_from_networkx",
     "dag_edges_from_networkx",
     "Vocabulary",
+    "TreeData",
     "TreeBatch",
     "tree_data",
+    "chain_data",
     "batch_trees",
 ]
 
@@ -80,6 +88,10 @@ class Tree:
     @property
     def max_children(self) -> int:
         return max(self.slots, default=-1) + 1
+
+    def to_data(self, vocabulary: Vocabulary) -> TreeData:
+        """The tree as a torch_geometric ``Data`` (:class:`TreeData`), tokens as ``vocabulary`` ids."""
+        return tree_data(self, vocabulary)
 
 
 def _tokenize(text: str) -> list[tuple[str, int]]:
@@ -487,12 +499,38 @@ class Vocabulary:
         return self._ids.get(token, 0)
 
 
-class TreeBatch(Batch):
+class _TreeFields:
+    """What trees and forests answer beyond PyG's fields (mixed into both)."""
+
+    @property
+    def roots(self) -> Tensor:
+        """Each tree's root node (its node 0): ``ptr[:-1]`` of a batch, ``[0]`` of one tree."""
+        if "ptr" in self:
+            return self.ptr[:-1]
+        return torch.zeros(1, dtype=torch.long, device=self.edge_index.device)
+
+    @property
+    def unknown_tokens(self) -> int:
+        """How many tokens map to ``<unk>`` (id 0): tokens never seen in training."""
+        return int((self.x == 0).sum())
+
+
+class TreeData(_TreeFields, Data):
+    """One tree as a torch_geometric ``Data``, with :class:`TreeBatch`'s fields (no batch, ptr).
+
+    PyG's ``Batch.from_data_list`` and ``DataLoader`` batch trees as :func:`batch_trees`
+    does (the batch's class is PyG's ``TreeDataBatch``, a ``TreeData`` too), so ``roots``
+    and ``unknown_tokens`` work on a loader's batches as on a :class:`TreeBatch`.
+    """
+
+
+class TreeBatch(Batch, _TreeFields):
     """Trees laid out as one forest: a torch_geometric ``Batch``, the container molecules use too.
 
     Node ``i`` of tree ``t`` is node ``ptr[t] + i``; every tree's root is its node 0, so the
-    roots are ``ptr[:-1]``. ``to_data_list`` takes the forest apart into one ``Data`` per tree
-    again, and PyG's layers and transforms accept it as any other batch.
+    roots are ``ptr[:-1]``. ``to_data_list`` takes the forest apart into one
+    :class:`TreeData` per tree again, and PyG's layers and transforms accept it as any
+    other batch.
 
     Attributes:
         x: each node's token id; -1 for nodes without a token (SST's inner nodes).
@@ -506,24 +544,34 @@ class TreeBatch(Batch):
         ``[num_edges]``; ptr: ``[num_trees + 1]``; roots: ``[num_trees]``.
     """
 
-    @property
-    def roots(self) -> Tensor:
-        """Each tree's root node (its node 0)."""
-        return self.ptr[:-1]
 
-    @property
-    def unknown_tokens(self) -> int:
-        """How many tokens map to ``<unk>`` (id 0): tokens never seen in training."""
-        return int((self.x == 0).sum())
-
-
-def tree_data(tree: Tree, vocabulary: Vocabulary) -> Data:
-    """One tree as a torch_geometric ``Data`` with :class:`TreeBatch`'s fields (no batch, ptr).
+def tree_data(tree: Tree, vocabulary: Vocabulary) -> TreeData:
+    """One tree as a :class:`TreeData` with :class:`TreeBatch`'s fields (no batch, ptr).
 
     :func:`batch_trees` of a list equals :func:`structnets.graphs.batch.collate` of their
-    ``tree_data``; ``batch_trees`` builds the forest in one pass, without a ``Data`` per tree.
+    ``tree_data``, and PyG's ``Batch.from_data_list``; ``batch_trees`` builds the forest in
+    one pass, without a ``Data`` per tree.
     """
     return batch_trees([tree], vocabulary).get_example(0)
+
+
+def chain_data(x: Tensor, y: Tensor | None = None) -> Data:
+    """A sequence ``x`` ``[T, F]`` as a chain: a torch_geometric ``Data`` with edges ``t -> t + 1``.
+
+    A batch of such chains (``DataLoader``) under :class:`~structnets.Topological` is an RNN
+    over every sequence at once, one level per time step (the packed layout of
+    :func:`structnets.chains` needs no gathers, and :class:`structnets.RNN` uses it).
+
+    Shapes:
+        x: ``[T, ...]``; y: anything, kept as it is; edge_index: ``[2, T - 1]``.
+    """
+    if x.dim() < 1 or x.shape[0] == 0:
+        raise ValueError(f"a chain needs at least one step, got x of shape {tuple(x.shape)}")
+    steps = torch.arange(x.shape[0], device=x.device)
+    data = Data(x=x, edge_index=torch.stack([steps[:-1], steps[1:]]), num_nodes=x.shape[0])
+    if y is not None:
+        data.y = y
+    return data
 
 
 def batch_trees(trees: Sequence[Tree], vocabulary: Vocabulary) -> TreeBatch:
@@ -554,6 +602,7 @@ def batch_trees(trees: Sequence[Tree], vocabulary: Vocabulary) -> TreeBatch:
     nodes = torch.tensor(node_counts)
     ptr, edge_ptr = bounds(nodes), bounds(torch.tensor(edge_counts))
     out = TreeBatch(
+        _base_cls=TreeData,  # to_data_list's trees are TreeData
         x=torch.tensor(token_ids, dtype=torch.long),
         y=torch.tensor(labels, dtype=torch.long),
         edge_index=torch.tensor([children, parents], dtype=torch.long).view(2, -1),

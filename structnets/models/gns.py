@@ -14,6 +14,13 @@ v_r])``, then every node from the sum of its incoming edges, ``v' = v + MLP([v, 
 The M blocks are one :func:`structnets.propagate` call under the synchronous schedule, one
 edge step and one node step per round (the blocks do not share weights, as in the paper);
 the updated edges come back with the nodes.
+
+The graph is the radius graph at the latest positions, built by the model (a rollout's
+particles move), or given: ``model(history, particle_type, edge_index=graph)`` runs the
+encoder, processor and decoder on that graph, which is what ``torch.export`` and the ONNX
+exporter take, with dynamic numbers of particles and edges (the radius graph computed
+outside the program). ``model(data)`` reads a torch_geometric ``Data`` or ``Batch``'s
+``history``, ``particle_type``, ``batch`` and, when it has edges, ``edge_index``.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from ..core.propagate import propagate
+from ..core.propagate import is_graph_data, propagate
 from ..core.schedules import Synchronous
 from ..graphs.neighbors import radius_graph
 from ..nn.mlp import MLP
@@ -121,6 +128,24 @@ class _NodeUpdate(nn.Module):
         return state + self.net(torch.cat([state, aggregated], -1))
 
 
+def _fields(
+    history: Tensor | Any, particle_type: Tensor | None, batch: Tensor | None, edge_index: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """The tensors of a call, taken from a ``Data``/``Batch`` when one is passed as ``history``."""
+    if is_graph_data(history):
+        if particle_type is not None or batch is not None:
+            raise ValueError("with a Data or Batch, call model(data): history, particle_type and batch come from it")
+        data = history
+        history, particle_type, batch = data.history, data.particle_type, getattr(data, "batch", None)
+        given = data.edge_index
+        # A container without edges (a window batch: the model builds its graph) gives none.
+        if edge_index is None and given is not None and given.shape[1]:
+            edge_index = given
+    if particle_type is None:
+        raise ValueError("the simulator needs each particle's type (particle_type, [N] integers)")
+    return history, particle_type, batch, edge_index
+
+
 class LearnedSimulator(nn.Module):
     """Predicts normalised accelerations from a position history; steps and rolls out."""
 
@@ -154,16 +179,33 @@ class LearnedSimulator(nn.Module):
         return model
 
     def graph(self, position: Tensor, batch: Tensor | None = None) -> Tensor:
-        return radius_graph(position.detach(), self.radius, batch)
+        return radius_graph(position.detach(), self.radius, batch, max_num_neighbors=None)
 
-    def forward(self, history: Tensor, particle_type: Tensor, batch: Tensor | None = None) -> Tensor:
-        """Normalised accelerations ``[N, D]`` from ``history`` ``[N, 6, D]`` (oldest first)."""
+    def forward(
+        self,
+        history: Tensor | Any,
+        particle_type: Tensor | None = None,
+        batch: Tensor | None = None,
+        edge_index: Tensor | None = None,
+    ) -> Tensor:
+        """Normalised accelerations ``[N, D]`` from ``history`` ``[N, 6, D]`` (oldest first).
+
+        Args:
+            history: positions, oldest first; or a ``Data``/``Batch`` holding ``history``,
+                ``particle_type`` and optionally ``batch`` and ``edge_index``.
+            particle_type: ``[N]`` each particle's type.
+            batch: ``[N]`` each particle's simulation, which keeps their radius graphs apart.
+            edge_index: ``[2, E]`` the graph to run on (sender -> receiver); None builds the
+                radius graph at ``history[:, -1]``.
+        """
+        history, particle_type, batch, edge_index = _fields(history, particle_type, batch, edge_index)
         position = history[:, -1]
         velocity = (history[:, 1:] - history[:, :-1] - self.vel_mean) / self.vel_std
         low, high = self.bounds[:, 0], self.bounds[:, 1]
         walls = torch.cat([position - low, high - position], -1).div(self.radius).clamp(-1.0, 1.0)
         nodes = torch.cat([velocity.flatten(1), self.type_embedding(particle_type), walls], -1)
-        edge_index = self.graph(position, batch)
+        if edge_index is None:
+            edge_index = self.graph(position, batch)
         senders, receivers = edge_index
         displacement = (position[senders] - position[receivers]) / self.radius
         edges = torch.cat([displacement, displacement.norm(dim=-1, keepdim=True)], -1)
@@ -172,9 +214,17 @@ class LearnedSimulator(nn.Module):
         h, _ = propagate(self.node_updates, None, edge_index, processor, state=h, edges=e, edge_step=self.edge_updates)
         return self.decoder(h)
 
-    def step(self, history: Tensor, particle_type: Tensor, batch: Tensor | None = None) -> Tensor:
-        """The next positions ``[N, D]``: semi-implicit Euler on the predicted acceleration."""
-        acceleration = self(history, particle_type, batch) * self.acc_std + self.acc_mean
+    def step(
+        self,
+        history: Tensor | Any,
+        particle_type: Tensor | None = None,
+        batch: Tensor | None = None,
+        edge_index: Tensor | None = None,
+    ) -> Tensor:
+        """The next positions ``[N, D]``: semi-implicit Euler on the predicted acceleration
+        (arguments as for :meth:`forward`)."""
+        history, particle_type, batch, edge_index = _fields(history, particle_type, batch, edge_index)
+        acceleration = self(history, particle_type, batch, edge_index) * self.acc_std + self.acc_mean
         velocity = history[:, -1] - history[:, -2] + acceleration
         return history[:, -1] + velocity
 

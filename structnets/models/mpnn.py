@@ -17,18 +17,31 @@ vector) and reused in every round. The
 rounds are one :func:`structnets.propagate` call under the synchronous schedule, with the
 edge network's messages as its edge step and structnets' GRU cell as its node step; the
 readout is :class:`structnets.nn.Set2Set` (Vinyals et al. 2016).
+
+The model takes torch_geometric's containers and conventions: ``model(batch)`` for a
+``Data`` or ``Batch`` (a ``DataLoader``'s), or ``model(x, edge_index, edge_attr, batch)``
+with the number of molecules optional. Integer (categorical) atom and bond features, such
+as ``torch_geometric.utils.from_smiles`` gives, are one-hot encoded column by column when
+the config names each column's number of categories (:meth:`MPNNConfig.for_from_smiles`).
+``torch.export`` and the ONNX exporter take the forward pass with dynamic numbers of
+atoms, bonds and molecules: traced, it skips the value checks, reads the number of
+molecules from ``batch`` without a host synchronisation, and with real-valued bond features
+computes one matrix per bond (eager mode looks for the distinct vectors first; categorical
+bond features are told apart by a 1-D unique either way).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch_geometric.data import Data
 from torch_geometric.utils import scatter
 
 from ..core.cells import GRUCell
-from ..core.propagate import propagate, sum_aggregate
+from ..core.propagate import is_graph_data, propagate, sum_aggregate
 from ..core.schedules import Synchronous
 from ..nn.mlp import MLP
 from ..nn.readout import Set2Set
@@ -61,6 +74,10 @@ class MPNNConfig:
             expands them the same way. A single scalar through one ReLU layer gives the
             network few ways to tell 1.09 A (C-H) from 1.54 A (C-C).
         distance_cutoff: the largest Gaussian centre, Angstrom.
+        categorical_atom_features: for integer atom features, each column's number of
+            categories (``atom_features`` columns); each column is one-hot encoded before
+            the first layer. Empty (the default): the atom features are real vectors.
+        categorical_bond_features: likewise for the bond features.
     """
 
     atom_features: int
@@ -76,6 +93,38 @@ class MPNNConfig:
     sum_readout_scale: float = 10.0
     distance_bins: int = 0
     distance_cutoff: float = 8.0
+    categorical_atom_features: tuple[int, ...] = ()
+    categorical_bond_features: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name, columns in (("atom", self.atom_features), ("bond", self.bond_features)):
+            sizes = getattr(self, f"categorical_{name}_features")
+            if sizes and len(sizes) != columns:
+                raise ValueError(
+                    f"categorical_{name}_features names {len(sizes)} columns' sizes, but {name}_features is {columns}"
+                )
+            if any(size < 1 for size in sizes):
+                raise ValueError(f"categorical_{name}_features must be positive sizes, got {tuple(sizes)}")
+        if math.prod(self.categorical_bond_features) >= 2**62:  # the bond types' keys are int64
+            raise ValueError(f"categorical_bond_features allow too many bond types: {self.categorical_bond_features}")
+        if self.categorical_bond_features and self.distance_bins > 0:
+            raise ValueError("distance_bins expands a real distance column; categorical bond features have none")
+
+    @classmethod
+    def for_from_smiles(cls, **fields) -> MPNNConfig:
+        """The config for ``torch_geometric.utils.from_smiles`` graphs: its 9 integer atom
+        and 3 integer bond columns, sized by its ``x_map`` and ``e_map``; ``fields`` sets
+        the rest (``num_targets=``, ``hidden_size=``, ...)."""
+        from torch_geometric.utils.smiles import e_map, x_map
+
+        atoms, bonds = tuple(len(v) for v in x_map.values()), tuple(len(v) for v in e_map.values())
+        return cls(
+            atom_features=len(atoms),
+            bond_features=len(bonds),
+            categorical_atom_features=atoms,
+            categorical_bond_features=bonds,
+            **fields,
+        )
 
 
 class EdgeNetwork(nn.Module):
@@ -114,6 +163,18 @@ def _distinct_rows(values: Tensor) -> tuple[Tensor, Tensor]:
     return torch.unique(values, dim=0, return_inverse=True)
 
 
+def _distinct_categories(values: Tensor, sizes: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+    """``(distinct, inverse)`` of integer category rows, ``values == distinct[inverse]``.
+
+    Each row is one mixed-radix key (column ``k`` a digit of base ``sizes[k]``), so that a
+    1-D unique finds the distinct rows, without a host synchronisation.
+    """
+    limits = torch.tensor(sizes, dtype=torch.int64, device=values.device)
+    radix = torch.tensor([math.prod(sizes[:k]) for k in range(len(sizes))], device=values.device)  # [1, s0, ...]
+    keys, inverse = torch.unique(values.long() @ radix, return_inverse=True)
+    return torch.div(keys.unsqueeze(1), radix, rounding_mode="floor") % limits, inverse
+
+
 class _TypedMessages:
     """The edge step for few bond types: ``m_vw = A(e_vw) h_w`` with ``A`` one matrix per type.
 
@@ -146,24 +207,78 @@ class _PerEdgeMessages:
         return (self.matrices * nodes.index_select(0, edge_index[0]).unsqueeze(1)).sum(-1)
 
 
+def _check_categories(values: Tensor, sizes: tuple[int, ...], what: str) -> None:
+    """Raises unless ``values`` are integer columns ``[n, len(sizes)]``, column ``k`` in ``0 .. sizes[k] - 1``.
+
+    Traced by torch.compile or torch.export, only the dtype and shape are checked.
+    """
+    if torch.is_floating_point(values) or values.dim() != 2 or values.shape[1] != len(sizes):
+        raise TypeError(
+            f"{what} features must be integers, {len(sizes)} columns (categorical_{what}_features), "
+            f"got dtype {values.dtype} and shape {tuple(values.shape)}"
+        )
+    if not torch.compiler.is_compiling() and values.numel():
+        bad = (values < 0) | (values >= torch.tensor(sizes, device=values.device))
+        if bool(bad.any()):
+            row, column = (int(i) for i in torch.nonzero(bad)[0])
+            raise ValueError(
+                f"{what} {row} has category {int(values[row, column])} in column {column}, "
+                f"which has {sizes[column]} categories (0 .. {sizes[column] - 1})"
+            )
+
+
+def _one_hot_columns(values: Tensor, sizes: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    """Integer columns ``[n, len(sizes)]`` as their concatenated one-hot codes ``[n, sum(sizes)]``."""
+    limits = torch.tensor(sizes, device=values.device)
+    offsets = torch.cumsum(limits, 0) - limits
+    codes = values.new_zeros(values.shape[0], sum(sizes), dtype=dtype)
+    return codes.scatter(1, values.long() + offsets, 1.0)
+
+
+def _refuse_integers(values: Tensor, what: str) -> None:
+    if not torch.is_floating_point(values):
+        raise TypeError(
+            f"MPNN got integer {what} features (dtype {values.dtype}, {values.shape[-1]} columns), such as "
+            "torch_geometric.utils.from_smiles gives: set MPNNConfig(categorical_atom_features=..., "
+            "categorical_bond_features=...) to each column's number of categories (MPNNConfig.for_from_smiles() "
+            "does for from_smiles), or pass real feature vectors (structnets.chem.mol_to_graph's)"
+        )
+
+
+def _count_graphs(batch: Tensor) -> int:
+    """``batch.max() + 1``; traced, an unbacked size (no host synchronisation, no guard)."""
+    if torch.compiler.is_compiling():
+        count = batch.max().item() + 1
+        torch._check(count >= 1)
+        return count
+    return int(batch.max()) + 1 if batch.numel() else 0
+
+
 class MPNN(nn.Module):
     """Gilmer et al.'s MPNN: edge-network messages, GRU update, Set2Set readout.
 
-    Call as ``model(x, edge_index, edge_attr, batch, num_graphs)`` with a
-    torch_geometric batch's fields, or ``model.forward_batch(batch)``.
+    Call as ``model(batch)`` with a torch_geometric ``Data`` or ``Batch``, or as
+    ``model(x, edge_index, edge_attr, batch, num_graphs)`` with tensors, torch_geometric's
+    argument order: ``batch`` None puts every atom in one molecule, ``num_graphs`` None
+    counts the molecules as ``batch.max() + 1`` (pass it where trailing molecules may have
+    no atoms; a ``Batch`` gives its own).
 
     Shapes:
-        x: ``[num_nodes, atom_features]``; edge_index: ``[2, num_edges]``;
-        edge_attr: ``[num_edges, bond_features]``; batch: ``[num_nodes]``;
-        returns ``[num_graphs, num_targets]``.
+        x: ``[num_nodes, atom_features]`` (integers with ``categorical_atom_features``);
+        edge_index: ``[2, num_edges]``; edge_attr: ``[num_edges, bond_features]``;
+        batch: ``[num_nodes]``; returns ``[num_graphs, num_targets]``.
     """
 
     def __init__(self, config: MPNNConfig) -> None:
         super().__init__()
         self.config = config
         d = config.hidden_size
-        self.embed = MLP([config.atom_features, d], activate_last=True)
-        bond_inputs = config.bond_features + (config.distance_bins - 1 if config.distance_bins > 0 else 0)
+        atom_inputs = sum(config.categorical_atom_features) or config.atom_features
+        self.embed = MLP([atom_inputs, d], activate_last=True)
+        if config.categorical_bond_features:
+            bond_inputs = sum(config.categorical_bond_features)
+        else:
+            bond_inputs = config.bond_features + (config.distance_bins - 1 if config.distance_bins > 0 else 0)
         self.edge_network = EdgeNetwork(bond_inputs, d, config.edge_hidden_size)
         if config.distance_bins > 0:
             centres = torch.linspace(0.0, config.distance_cutoff, config.distance_bins)
@@ -175,18 +290,49 @@ class MPNN(nn.Module):
 
     def node_states(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor) -> tuple[Tensor, Tensor]:
         """``(h^0, h^T)``: node states before and after the message-passing rounds."""
-        h0 = self.embed(x)
-        # The matrices are computed once per forward and reused every round, and only for
-        # the distinct bond feature vectors: molecular graphs have a handful of bond types.
-        distinct, inverse = _distinct_rows(edge_attr)
-        matrices = self.edge_network(self._expand_distances(distinct))  # [types, d, d]
-        if distinct.shape[0] * h0.shape[0] <= _TYPED_MESSAGE_LIMIT * max(edge_index.shape[1], 1):
-            messages: _TypedMessages | _PerEdgeMessages = _TypedMessages(matrices, inverse)
+        h0 = self.embed(self._atom_inputs(x))
+        if edge_attr.dim() == 1:  # one feature per bond, as PyG allows
+            edge_attr = edge_attr.unsqueeze(-1)
+        if self.config.categorical_bond_features:
+            _check_categories(edge_attr, self.config.categorical_bond_features, "bond")
         else:
-            messages = _PerEdgeMessages(matrices.index_select(0, inverse))
+            _refuse_integers(edge_attr, "bond")
+        if self.config.categorical_bond_features:
+            # Categorical bonds are few types: one matrix per type present, found by a 1-D unique
+            # (traced too: torch.export and ONNX take its data-dependent size).
+            distinct, inverse = _distinct_categories(edge_attr, self.config.categorical_bond_features)
+            messages: _TypedMessages | _PerEdgeMessages = _TypedMessages(
+                self.edge_network(self._bond_inputs(distinct)), inverse
+            )
+        elif torch.compiler.is_compiling():
+            # Traced, real bond features: how many distinct vectors there are is read on the host
+            # in eager mode (a choice of path), so one matrix per bond.
+            messages = _PerEdgeMessages(self.edge_network(self._bond_inputs(edge_attr)))
+        else:
+            # The matrices are computed once per forward and reused every round, and only for
+            # the distinct bond feature vectors: molecular graphs have a handful of bond types.
+            distinct, inverse = _distinct_rows(edge_attr)
+            matrices = self.edge_network(self._bond_inputs(distinct))  # [types, d, d]
+            if distinct.shape[0] * h0.shape[0] <= _TYPED_MESSAGE_LIMIT * max(edge_index.shape[1], 1):
+                messages = _TypedMessages(matrices, inverse)
+            else:
+                messages = _PerEdgeMessages(matrices.index_select(0, inverse))
         rounds = Synchronous(self.config.rounds)
         h, _ = propagate(self.update, None, edge_index, rounds, state=h0, edge_step=messages, aggregate=sum_aggregate)
         return h0, h
+
+    def _atom_inputs(self, x: Tensor) -> Tensor:
+        if self.config.categorical_atom_features:
+            _check_categories(x, self.config.categorical_atom_features, "atom")
+            return _one_hot_columns(x, self.config.categorical_atom_features, self.embed[0].weight.dtype)
+        _refuse_integers(x, "atom")
+        return x
+
+    def _bond_inputs(self, edge_attr: Tensor) -> Tensor:
+        if self.config.categorical_bond_features:
+            dtype = self.edge_network.net[0].weight.dtype
+            return _one_hot_columns(edge_attr, self.config.categorical_bond_features, dtype)
+        return self._expand_distances(edge_attr)
 
     def _expand_distances(self, edge_attr: Tensor) -> Tensor:
         """Replaces the last column (a distance) by its Gaussian expansion, when configured."""
@@ -197,7 +343,29 @@ class MPNN(nn.Module):
         expanded = torch.exp(-(((edge_attr[:, -1:] - centres) / width) ** 2))
         return torch.cat([edge_attr[:, :-1], expanded], -1)
 
-    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
+    def forward(
+        self,
+        x: Tensor | Data,
+        edge_index: Tensor | None = None,
+        edge_attr: Tensor | None = None,
+        batch: Tensor | None = None,
+        num_graphs: int | None = None,
+    ) -> Tensor:
+        if is_graph_data(x):
+            if edge_index is not None or edge_attr is not None or batch is not None:
+                raise ValueError("with a Data or Batch, call model(data): the tensors come from it")
+            data = x
+            x, edge_index, edge_attr, batch = data.x, data.edge_index, data.edge_attr, getattr(data, "batch", None)
+            if num_graphs is None:
+                num_graphs = getattr(data, "num_graphs", None) if batch is not None else 1
+        for name, value in (("x", x), ("edge_index", edge_index), ("edge_attr", edge_attr)):
+            if value is None:
+                raise ValueError(f"MPNN needs {name} (bond features as edge_attr: [num_edges, bond_features])")
+        if batch is None:
+            batch = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+            num_graphs = 1 if num_graphs is None else num_graphs
+        elif num_graphs is None:
+            num_graphs = _count_graphs(batch)
         h0, h = self.node_states(x, edge_index, edge_attr)
         states = torch.cat([h, h0], -1)
         pooled = self.readout(states, batch, num_graphs)
@@ -206,6 +374,6 @@ class MPNN(nn.Module):
             pooled = torch.cat([pooled, summed], -1)
         return self.head(pooled)
 
-    def forward_batch(self, data) -> Tensor:
-        """Runs on a ``torch_geometric.data.Batch``."""
-        return self(data.x, data.edge_index, data.edge_attr, data.batch, data.num_graphs)
+    def forward_batch(self, data: Data) -> Tensor:
+        """Runs on a ``torch_geometric.data.Batch`` (the same as ``model(data)``)."""
+        return self(data)

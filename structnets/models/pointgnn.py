@@ -24,10 +24,12 @@ The box head predicts one box per object class (``[V, classes, box_size]``, code
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
 
 from torch import Tensor, nn
 
-from ..core.propagate import max_aggregate, propagate
+from ..core.propagate import is_graph_data, max_aggregate, propagate
 from ..core.schedules import Synchronous
 from ..graphs.pointgraph import PointGraph
 from ..nn.encoders import VertexEncoder
@@ -95,7 +97,11 @@ class PointGNN(nn.Module):
     """Vertex encoder, T auto-registered graph layers, classification and box heads.
 
     ``forward(points, graph)`` returns ``(logits [V, num_classes], boxes [V,
-    num_classes - 1, box_size])``.
+    num_classes - 1, box_size])``. The graph is a :class:`PointGraph`, a torch_geometric
+    ``Data``/``Batch`` with ``vertices``, ``edge_index`` and ``point_index`` (the LiDAR
+    batches, :meth:`PointGraph.to_data`), or the three tensors:
+    ``forward(points, vertices, edge_index, point_index)``. ``forward(data)`` takes the
+    raw points from the container's ``points`` too.
     """
 
     def __init__(self, config: PointGNNConfig = PointGNNConfig()) -> None:
@@ -110,7 +116,23 @@ class PointGNN(nn.Module):
         boxes = (config.num_classes - 1) * config.box_size
         self.regress = MLP([size, config.head, config.head, boxes])
 
-    def forward(self, points: Tensor, graph: PointGraph) -> tuple[Tensor, Tensor]:
+    def forward(
+        self,
+        points: Tensor | Any,
+        graph: PointGraph | Any | Tensor | None = None,
+        edge_index: Tensor | None = None,
+        point_index: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        if graph is None and is_graph_data(points):
+            graph, points = points, points.points
+        if isinstance(graph, Tensor):
+            if edge_index is None or point_index is None:
+                raise ValueError("with the vertices as a tensor, pass edge_index and point_index too")
+            graph = SimpleNamespace(vertices=graph, edge_index=edge_index, point_index=point_index)
+        elif edge_index is not None or point_index is not None:
+            raise ValueError("edge_index and point_index go with a vertices tensor; the graph object has its own")
+        if graph is None:
+            raise ValueError("Point-GNN needs the graph: forward(points, graph) or forward(data)")
         x = graph.vertices[:, :3]
         messages = [_RegisteredMessages(offset, edge, x) for offset, edge in zip(self.offsets, self.edges)]
         layers = Synchronous(self.config.layers)

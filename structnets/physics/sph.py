@@ -60,7 +60,7 @@ class SPHConfig:
 
 def _forces(pos: Tensor, vel: Tensor, config: SPHConfig) -> Tensor:
     h = config.smoothing
-    senders, receivers = radius_graph(pos, h, loop=True)
+    senders, receivers = radius_graph(pos, h, loop=True, max_num_neighbors=None)
     delta = pos[receivers] - pos[senders]  # from neighbour j to centre i
     r2 = (delta**2).sum(1)
     r = r2.sqrt()

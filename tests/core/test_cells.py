@@ -90,6 +90,10 @@ def test_gated_update_formula():
     assert_close(gated_update(z, h_prev, h_bar), z * h_prev + (1 - z) * h_bar)
     assert_close(gated_update(torch.ones(5, 3), h_prev, h_bar), h_prev)
     assert_close(gated_update(torch.zeros(5, 3), h_prev, h_bar), h_bar)
+    # Mixed dtypes (a float32 state beside bfloat16 gates under autocast) promote, as * and + do.
+    mixed = gated_update(z.bfloat16(), h_prev, h_bar.bfloat16())
+    assert mixed.dtype == torch.float32
+    assert_close(mixed, z.bfloat16().float() * h_prev + (1 - z.bfloat16().float()) * h_bar.bfloat16().float())
 
 
 def test_nary_with_one_slot_is_the_lstm():

@@ -19,6 +19,7 @@ from structnets import (
 )
 from structnets.core.chains import forest_edges
 from structnets.core.propagate import GraphState, max_aggregate, mean_aggregate, propagate_rounds, sum_aggregate
+from structnets.core.schedules import topological_levels
 
 EXACT = dict(atol=1e-10, rtol=0)
 
@@ -482,3 +483,125 @@ def test_mismatched_devices_name_both_devices():
     edges = torch.randn(GRAPH.shape[1], 3, device="meta")
     with pytest.raises(ValueError, match="the edge states are on meta but the node states are on cpu"):
         propagate(cell, None, GRAPH, Synchronous(1), state=torch.randn(7, 3), edges=edges, edge_step=_EdgeMLP(3, 3))
+
+
+# ---------------------------------------------------------------- graph containers, tracing, autocast
+
+
+def test_a_graph_container_stands_in_for_the_tensors():
+    from torch_geometric.data import Data
+
+    torch.manual_seed(0)
+    edges = forest_edges([None, 0, 0, 1, 1])
+    slots = torch.tensor([0, 1, 0, 1])
+    x = torch.randn(5, 3, dtype=torch.double)
+    cell = NaryTreeLSTMCell(3, 4).double()
+    data = Data(x=x, edge_index=edges, edge_attr=slots)
+    expected = propagate(cell, x, edges, Topological(), edge_attr=slots)
+    for out in (propagate(cell, data, Topological()), propagate(cell, data, schedule=Topological())):
+        assert_close(out, expected, **EXACT)
+    # Synchronous: x is the initial state, edge_attr the edges' (read by an edge step).
+    h, e = torch.randn(7, 3, dtype=torch.double), torch.randn(GRAPH.shape[1], 2, dtype=torch.double)
+    node_step, edge_step = _NodeMLP(2, 3).double(), _EdgeMLP(2, 3).double()
+    graph = Data(x=h, edge_index=GRAPH, edge_attr=e)
+    out = propagate(node_step, graph, Synchronous(2), edge_step=edge_step)
+    reference = propagate(node_step, None, GRAPH, Synchronous(2), state=h, edges=e, edge_step=edge_step)
+    assert_close(out.nodes, reference.nodes, **EXACT)
+    assert_close(out.edges, reference.edges, **EXACT)
+    # Without an edge step the messages are the senders' states; an explicit keyword wins.
+    gru = GRUCell(3, 3).double()
+    plain = propagate(gru, None, GRAPH, Synchronous(2), state=2 * h).nodes
+    assert_close(propagate(gru, graph, Synchronous(2), state=2 * h).nodes, plain, **EXACT)
+    with pytest.raises(ValueError, match="edges are its edge_index"):
+        propagate(cell, data, edges, Topological())
+    with pytest.raises(ValueError, match="give the schedule once"):
+        propagate(cell, data, Topological(), Topological())
+    with pytest.raises(ValueError, match="needs node inputs as x"):
+        propagate(cell, Data(edge_index=edges, num_nodes=5), Topological())
+    with pytest.raises(TypeError, match="schedule must be"):
+        propagate(cell, data, schedule="topological")
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("make", [ChildSumTreeLSTMCell, ChildSumTreeGRUCell, NaryTreeLSTMCell, LSTMCell, GRUCell])
+def test_the_level_loop_from_level_lists_is_the_level_loop(make, reverse):
+    """The schedule as index tensors (empty levels past the depth included) gives propagate's states."""
+    from structnets.core.propagate import propagate_level_lists
+    from structnets.core.schedules import level_lists
+
+    rng = random.Random(3)
+    parents = _random_parents(rng, 12, max_children=3) + [None] + [None, 13, 14]  # a tree, a lone node, a chain
+    edges = forest_edges(parents)
+    children: dict[int, int] = {}
+    slots = []
+    for p in parents:
+        if p is not None:
+            slots.append(children.get(p, 0))
+            children[p] = children.get(p, 0) + 1
+    slots = torch.tensor(slots)
+    cell = (make(3, 4, num_children=3) if make is NaryTreeLSTMCell else make(3, 4)).double()
+    x = torch.randn(len(parents), 3, dtype=torch.double, requires_grad=True)
+    edge_attr = slots if make is NaryTreeLSTMCell else None
+    expected = propagate(cell, x, edges, Topological(reverse=reverse), edge_attr=edge_attr)
+    depth = topological_levels(edges, len(parents), reverse=reverse).num_levels
+    nodes, arriving = level_lists(edges, len(parents), depth + 3, reverse=reverse)
+    assert len(nodes) == depth + 3 and len(arriving) == depth + 2 and nodes[-1].numel() == 0
+    assert sorted(torch.cat(nodes).tolist()) == list(range(len(parents)))
+    out = propagate_level_lists(cell, x, edges, nodes, arriving, edge_attr=edge_attr, reverse=reverse)
+    parts = (lambda s: s) if isinstance(expected, tuple) else (lambda s: (s,))
+    for a, b in zip(parts(out), parts(expected)):
+        assert_close(a, b, **EXACT)
+    ours = torch.autograd.grad(sum(p.square().sum() for p in parts(out)), [x, cell.weight_hh])
+    theirs = torch.autograd.grad(sum(p.square().sum() for p in parts(expected)), [x, cell.weight_hh])
+    for a, b in zip(ours, theirs):
+        assert_close(a, b, **EXACT)
+    with pytest.raises(ValueError, match="more than the 2 the schedule holds"):
+        level_lists(edges, len(parents), 2, reverse=reverse)
+    with pytest.raises(ValueError, match="not one less"):
+        propagate_level_lists(cell, x, edges, nodes, arriving[:-1], edge_attr=edge_attr)
+
+
+def test_the_level_loop_compiles_whole_given_its_schedule():
+    from structnets.core.propagate import propagate_levels
+    from structnets.core.schedules import topological_levels
+
+    torch._dynamo.reset()
+    edges = forest_edges([None, 0, 0, 1, 1, 2])
+    slots = torch.tensor([0, 1, 0, 1, 0])
+    cell = NaryTreeLSTMCell(3, 4)
+    x = torch.randn(6, 3, requires_grad=True)
+    levels = topological_levels(edges, 6)
+    compiled = torch.compile(propagate_levels, fullgraph=True)
+    h, c = compiled(cell, x, levels, edge_attr=slots)
+    expected_h, expected_c = propagate_levels(cell, x, levels, edge_attr=slots)
+    assert_close(h, expected_h)
+    assert_close(c, expected_c)
+    ours = torch.autograd.grad(h.sum() + c.square().sum(), [x, cell.weight_hh])
+    theirs = torch.autograd.grad(expected_h.sum() + expected_c.square().sum(), [x, cell.weight_hh])
+    for a, b in zip(ours, theirs):
+        assert_close(a, b)
+
+
+@pytest.mark.parametrize("make", [ChildSumTreeLSTMCell, ChildSumTreeGRUCell, NaryTreeLSTMCell, LSTMCell, GRUCell])
+def test_the_level_loop_runs_under_bfloat16_autocast(make):
+    """The level loop under CPU bf16 autocast: bf16 results near float32's, gradients in float32."""
+    torch.manual_seed(0)
+    edges = forest_edges([None, 0, 0, 1, 1, 2, 5])
+    slots = torch.tensor([0, 1, 0, 1, 0, 0])
+    cell = make(8, 16)
+    x = torch.randn(7, 8)
+    edge_attr = slots if make is NaryTreeLSTMCell else None
+    expected = propagate(cell, x, edges, Topological(), edge_attr=edge_attr)
+    initial = None
+    if make in (LSTMCell, GRUCell):  # float32 initial states beside bf16 steps
+        sources = torch.randn(3, 16)  # the leaves 3, 4 and 6
+        initial = (sources, sources.clone()) if make is LSTMCell else sources
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = propagate(cell, x, edges, Topological(), edge_attr=edge_attr)
+        with_initial = propagate(cell, x, edges, Topological(), edge_attr=edge_attr, initial=initial)
+    first = (lambda s: s[0]) if isinstance(expected, tuple) else (lambda s: s)
+    assert first(out).dtype == torch.bfloat16
+    assert_close(first(out).float(), first(expected), atol=3e-2, rtol=0)
+    assert torch.isfinite(first(with_initial)).all()
+    first(out).float().sum().backward()
+    assert cell.weight_hh.grad.dtype == torch.float32 and torch.isfinite(cell.weight_hh.grad).all()

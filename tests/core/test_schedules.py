@@ -111,3 +111,23 @@ def test_synchronous_needs_non_negative_rounds():
     assert Synchronous(0).rounds == 0
     with pytest.raises(ValueError, match="rounds must be non-negative"):
         Synchronous(-1)
+
+
+def test_the_edge_index_value_check_gives_way_to_tracing():
+    """Traced by torch.export, check_edge_index keeps its shape and dtype checks but reads no values."""
+    from structnets.core.schedules import check_edge_index
+
+    class Gather(torch.nn.Module):
+        def forward(self, x, edge_index):
+            check_edge_index(edge_index, x.shape[0], x.device)
+            return x.index_select(0, edge_index[0])
+
+    x, edges = torch.randn(4, 2), torch.tensor([[0, 1, 3], [1, 2, 0]])
+    nodes, count = torch.export.Dim("nodes"), torch.export.Dim("edges")
+    program = torch.export.export(Gather(), (x, edges), dynamic_shapes=({0: nodes}, {1: count}))
+    other = torch.tensor([[4, 0, 2, 1], [0, 1, 2, 3]])
+    assert_close(program.module()(torch.randn(5, 2).abs(), other).shape, torch.Size([4, 2]))
+    with pytest.raises(ValueError, match="refers to node 7, but num_nodes is 4"):
+        Gather()(x, torch.tensor([[7], [0]]))
+    with pytest.raises(TypeError, match="must hold integers"):
+        torch.export.export(Gather(), (x, edges.double()))

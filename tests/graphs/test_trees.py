@@ -13,9 +13,11 @@ from structnets.graphs.trees import (
     ProgramGraph,
     Tree,
     TreeBatch,
+    TreeData,
     TreeSyntaxError,
     Vocabulary,
     batch_trees,
+    chain_data,
     dag_edges_from_networkx,
     parse_ptb,
     python_graph,
@@ -369,3 +371,43 @@ def test_the_ptb_reader_parses_right_or_names_file_and_line(lines, space):
             return
     assert first_error is None and len(trees) == len(expected)
     assert all(_same(a, b) and a.source == b.source for a, b in zip(trees, expected))
+
+
+def test_pyg_batches_trees_as_batch_trees_does():
+    """A PyG DataLoader over Tree.to_data gives batch_trees' forests: offsets, roots, slots."""
+    from torch_geometric.loader import DataLoader
+
+    trees = [parse_ptb("(3 (2 a) (4 (3 b) (4 c)))"), parse_ptb("(2 b)"), parse_ptb("(1 (0 c) (2 zz))")]
+    vocabulary = Vocabulary.build(trees[:2])
+    data = [tree.to_data(vocabulary) for tree in trees]
+    assert all(isinstance(d, TreeData) for d in data) and data[0].roots.tolist() == [0]
+    loaded = next(iter(DataLoader(data, batch_size=3)))
+    ours = batch_trees(trees, vocabulary)
+    assert isinstance(loaded, TreeData) and loaded.num_graphs == 3
+    for key in ("x", "y", "edge_index", "edge_attr", "batch", "ptr"):
+        assert torch.equal(loaded[key], ours[key]), key
+    assert loaded.roots.tolist() == ours.roots.tolist() == [0, 5, 6]
+    assert loaded.unknown_tokens == ours.unknown_tokens == 1
+    assert all(isinstance(t, TreeData) for t in ours.to_data_list())
+    assert isinstance(Batch.from_data_list(data), TreeData)
+
+
+def test_chains_through_pyg_loaders_are_an_rnn():
+    """Sequences as chains, batched by PyG, under the topological schedule: torch.nn.LSTM per sequence."""
+    from torch_geometric.loader import DataLoader
+
+    from structnets import LSTMCell, Topological, propagate
+
+    torch.manual_seed(0)
+    sequences = [torch.randn(n, 3, dtype=torch.double) for n in (4, 1, 6)]
+    batch = next(iter(DataLoader([chain_data(x, y=torch.tensor([k])) for k, x in enumerate(sequences)], batch_size=3)))
+    assert batch.edge_index.tolist() == [[0, 1, 2, 5, 6, 7, 8, 9], [1, 2, 3, 6, 7, 8, 9, 10]]
+    assert batch.y.tolist() == [0, 1, 2]
+    cell = LSTMCell(3, 5).double()
+    lstm = torch.nn.LSTM(3, 5).double()
+    lstm.load_state_dict({f"{k}_l0": v for k, v in cell.state_dict().items()})
+    h, _ = propagate(cell, batch, Topological())
+    expected = torch.cat([lstm(x)[0] for x in sequences])
+    torch.testing.assert_close(h, expected, atol=1e-10, rtol=0)
+    with pytest.raises(ValueError, match="at least one step"):
+        chain_data(torch.zeros(0, 3))

@@ -2,6 +2,7 @@ import ast
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 from torch.testing import assert_close
@@ -104,6 +105,56 @@ def test_state_dict_keys_are_those_of_trained_checkpoints():
     expected |= {"decoder.0", "decoder.2"}
     assert {key.rsplit(".", 1)[0] for key in model.state_dict()} == expected
     assert len(model.state_dict()) == 41
+
+
+def test_a_given_graph_and_a_pyg_container_are_taken():
+    from torch_geometric.data import Batch, Data
+
+    model = _model()
+    history, kinds = _history()
+    expected = model(history, kinds)
+    graph = model.graph(history[:, -1])
+    assert_close(model(history, kinds, edge_index=graph), expected, **EXACT)
+    assert_close(model(Data(history=history, particle_type=kinds)), expected, **EXACT)
+    assert_close(model(Data(history=history, particle_type=kinds, edge_index=graph)), expected, **EXACT)
+    # A graph of one's own is used as given: without edges the particles do not interact.
+    alone = model(history, kinds, edge_index=torch.zeros(2, 0, dtype=torch.long))
+    assert not torch.allclose(alone, expected)
+    # Two simulations in one Batch, their neighbourhoods kept apart by batch; windows carry no edges.
+    other, other_kinds = _history(25)
+    empty = torch.zeros(2, 0, dtype=torch.long)
+    batch = Batch.from_data_list(
+        [
+            Data(history=h, particle_type=k, edge_index=empty, num_nodes=h.shape[0])
+            for h, k in ((history, kinds), (other, other_kinds))
+        ]
+    )
+    assert_close(model(batch), torch.cat([expected, model(other, other_kinds)]), **EXACT)
+    assert_close(model.step(batch), torch.cat([model.step(history, kinds), model.step(other, other_kinds)]), **EXACT)
+    with pytest.raises(ValueError, match="call model\\(data\\)"):
+        model(batch, kinds)
+
+
+def test_export_and_onnx_take_any_number_of_particles_and_edges(tmp_path):
+    """The one-step model on a graph computed outside, exported once, matches eager on other sizes."""
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model = _model().float().eval()
+    (history, kinds), (other, other_kinds) = _history(40), _history(70)
+    history, other = history.float(), other.float()
+    graph, other_graph = model.graph(history[:, -1]), model.graph(other[:, -1])
+    assert other_graph.shape[1] != graph.shape[1]
+    particles, edges = torch.export.Dim("particles"), torch.export.Dim("edges")
+    shapes = {"history": {0: particles}, "particle_type": {0: particles}, "edge_index": {1: edges}}
+    kwargs = {"edge_index": graph}
+    program = torch.export.export(model, (history, kinds), kwargs=kwargs, dynamic_shapes=shapes)
+    expected = model(other, other_kinds)
+    assert_close(program.module()(other, other_kinds, edge_index=other_graph), expected, atol=1e-5, rtol=1e-5)
+    onnx = torch.onnx.export(model, (history, kinds), kwargs=kwargs, dynamic_shapes=shapes, dynamo=True, verbose=False)
+    onnx.save(str(tmp_path / "gns.onnx"))
+    session = ort.InferenceSession(str(tmp_path / "gns.onnx"), providers=["CPUExecutionProvider"])
+    feeds = {"history": other.numpy(), "particle_type": other_kinds.numpy(), "edge_index": other_graph.numpy()}
+    assert_close(torch.from_numpy(session.run(None, feeds)[0]), expected.detach(), atol=1e-5, rtol=1e-5)
 
 
 FIELDS = {"chem", "lidar", "physics", "text", "sequences", "train", "cli"}

@@ -87,3 +87,24 @@ def test_state_dict_keys_are_those_of_trained_checkpoints():
         expected |= {f"edges.{i}.position", f"edges.{i}.state", f"edges.{i}.out.1"}
     assert {key.rsplit(".", 1)[0] for key in model.state_dict()} == expected
     assert len(model.state_dict()) == 40
+
+
+def test_tensors_a_data_and_a_pyg_loaders_batches_are_taken():
+    from torch_geometric.loader import DataLoader
+
+    model = PointGNN(SMALL).double()
+    scans = [_scan(300), _scan(200)]
+    graphs = [build_point_graph(p, voxel_size=1.0, radius=2.5, feature_radius=1.0) for p in scans]
+    alone = [model(p, g) for p, g in zip(scans, graphs)]
+    points, graph = scans[0], graphs[0]
+    for out in (model(points, graph.vertices, graph.edge_index, graph.point_index), model(graph.to_data(points))):
+        assert_close(out[0], alone[0][0], **EXACT)
+        assert_close(out[1], alone[0][1], **EXACT)
+    batch = next(iter(DataLoader([g.to_data(p) for p, g in zip(scans, graphs)], batch_size=2)))
+    logits, boxes = model(batch)
+    assert_close(logits, torch.cat([a[0] for a in alone]), **EXACT)
+    assert_close(boxes, torch.cat([a[1] for a in alone]), **EXACT)
+    import pytest
+
+    with pytest.raises(ValueError, match="pass edge_index and point_index too"):
+        model(points, graph.vertices)
