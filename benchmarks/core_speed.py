@@ -10,7 +10,11 @@ Measures forward + backward time (median of interleaved repeats) for
    trees and scaled per node) and against the generic chain LSTM on chains with the same
    number of nodes and of levels.
 
-    python benchmarks/core_speed.py [--device cpu|cuda] [--out benchmarks/results/core_speed.json]
+    python benchmarks/core_speed.py [--device cpu|cuda] [--capture] [--out benchmarks/results/core_speed.json]
+
+``--capture`` adds the level loop captured once per schedule
+(:func:`structnets.core.capture.capture_levels`: CUDA graphs on a GPU) beside eager and
+``torch.nn.LSTM``, for the chain and for the forest.
 
 Writes the figures as JSON and prints a table with the ratios.
 """
@@ -189,11 +193,78 @@ def tree_case(device: torch.device, repeats: int, inputs: int, hidden: int, subs
     }
 
 
+def _chain_edges(steps: int, batch: int, device: torch.device) -> torch.Tensor:
+    """Edges of ``batch`` chains of ``steps`` nodes, node ``t * batch + b`` (time-major, as ``[T, B, F]`` flattens)."""
+    ids = torch.arange(steps * batch, device=device).view(steps, batch)
+    return torch.stack([ids[:-1].reshape(-1), ids[1:].reshape(-1)])
+
+
+def _level_loop(run: Callable, cell: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    def step() -> None:
+        cell.zero_grad(set_to_none=True)
+        h, _ = run(x)
+        h.sum().backward()
+
+    return step
+
+
+def capture_case(device: torch.device, repeats: int) -> dict:
+    """The level loop eager and captured per schedule (structnets.core.capture), against cuDNN / torch.nn.LSTM."""
+    from structnets.core.capture import capture_levels
+
+    out = {}
+    # 1. The generic chain loop: batch 64, length 100, 64 -> 256.
+    batch, steps, inputs, hidden = 64, 100, 64, 256
+    x = torch.randn(steps, batch, inputs, device=device)
+    peer = torch.nn.LSTM(inputs, hidden).to(device)
+    cell = sn.LSTMCell(inputs, hidden).to(device)
+    edges = _chain_edges(steps, batch, device)
+    flat = x.reshape(steps * batch, inputs)
+    levels = sn.topological_levels(edges, steps * batch)
+    captured = capture_levels(cell, edges, steps * batch)
+    ms = time_interleaved(
+        {
+            "torch.nn.LSTM": _forward_backward(peer, x),
+            "level loop, eager": _level_loop(lambda v: sn.propagate_levels(cell, v, levels), cell, flat),
+            "level loop, captured": _level_loop(captured, cell, flat),
+        },
+        device,
+        repeats,
+    )
+    out["chain"] = {"sizes": dict(batch=batch, length=steps, input=inputs, hidden=hidden), "ms": ms}
+    # 2. A forest against a cuDNN chain with the same nodes and levels.
+    edge_index, num_nodes = random_forest(256, 10, 50, random.Random(0))
+    edge_index = edge_index.to(device)
+    tree_levels = sn.topological_levels(edge_index, num_nodes)
+    count = tree_levels.num_levels
+    tree_cell = sn.ChildSumTreeLSTMCell(inputs, hidden).to(device)
+    tree_x = torch.randn(num_nodes, inputs, device=device)
+    captured_tree = capture_levels(tree_cell, edge_index, num_nodes)
+    chain_x = torch.randn(count, num_nodes // count, inputs, device=device)
+    ms = time_interleaved(
+        {
+            "torch.nn.LSTM, chains of the same nodes and levels": _forward_backward(peer, chain_x),
+            "tree, eager": _level_loop(lambda v: sn.propagate_levels(tree_cell, v, tree_levels), tree_cell, tree_x),
+            "tree, captured": _level_loop(captured_tree, tree_cell, tree_x),
+        },
+        device,
+        repeats,
+    )
+    out["forest"] = {"sizes": dict(nodes=num_nodes, levels=count, input=inputs, hidden=hidden), "ms": ms}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "core_speed.json")
+    parser.add_argument(
+        "--capture",
+        action="store_true",
+        help="also time the level loop captured per schedule (torch.compile reduce-overhead: CUDA graphs on a GPU, "
+        "an inductor-compiled loop on a CPU) against torch.nn.LSTM",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -218,8 +289,16 @@ def main() -> None:
             f"  level-batched is {case['speedup_over_one_at_a_time']:.0f}x faster than one node at a time; "
             f"{case['tree_over_chain']:.2f}x the chain level loop"
         )
+    record = {"machine": machine, "lstm": lstm, "tree_lstm": trees}
+    if args.capture:
+        record["capture"] = capture_case(device, args.repeats)
+        for name, case in record["capture"].items():
+            base = next(iter(case["ms"].values()))
+            print(f"{name} {case['sizes']}, captured per schedule:")
+            for label, value in case["ms"].items():
+                print(f"  {label:52s} {value:8.1f} ms  {value / base:5.2f}x torch.nn.LSTM")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": machine, "lstm": lstm, "tree_lstm": trees}, indent=2) + "\n")
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 
