@@ -20,7 +20,7 @@ from .core.chains import chains
 from .core.propagate import GraphState, propagate, propagate_levels, propagate_rounds
 from .core.rnn import RNN
 from .core.schedules import CycleError, Synchronous, Topological, topological_levels
-from .graphs.neighbors import knn_graph, radius_graph
+from .graphs.neighbors import knn, knn_graph, radius, radius_graph
 
 __version__ = "0.2.0"
 
@@ -46,4 +46,6 @@ __all__ = [
     "chains",
     "radius_graph",
     "knn_graph",
+    "radius",
+    "knn",
 ]

@@ -2,7 +2,7 @@
 Python source), neighbour graphs of point sets (radius, k nearest) and Point-GNN's point graphs."""
 
 from ..core.chains import Chains, chains, forest_edges
-from .neighbors import NeighborBackend, NeighborCapWarning, knn_graph, radius_graph
+from .neighbors import NeighborBackend, NeighborCapWarning, knn, knn_graph, radius, radius_graph
 from .trees import (
     ProgramGraph,
     Tree,
@@ -25,7 +25,9 @@ __all__ = [
     "forest_edges",
     "NeighborBackend",
     "NeighborCapWarning",
+    "knn",
     "knn_graph",
+    "radius",
     "radius_graph",
     "ProgramGraph",
     "Tree",
