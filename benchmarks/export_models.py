@@ -29,7 +29,6 @@ import json
 import math
 import platform
 import random
-import statistics
 import tempfile
 import time
 import types
@@ -39,6 +38,7 @@ from pathlib import Path
 
 import torch
 from core_speed import _cpu_name  # noqa: E402  (benchmarks run as scripts from this folder)
+from core_speed import time_interleaved as _time_on  # noqa: E402
 from torch.export import Dim
 
 from structnets.graphs.trees import Tree, Vocabulary, batch_trees
@@ -66,16 +66,8 @@ SMILES = [
 
 
 def time_interleaved(cases: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median milliseconds per call, the cases interleaved so that machine noise hits all alike."""
-    for fn in cases.values():
-        fn()
-    samples: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(repeats):
-        for name, fn in cases.items():
-            start = time.perf_counter()
-            fn()
-            samples[name].append((time.perf_counter() - start) * 1e3)
-    return {name: statistics.median(values) for name, values in samples.items()}
+    """Median milliseconds per call on the CPU, the cases interleaved (core_speed's timer)."""
+    return _time_on(cases, torch.device("cpu"), repeats)
 
 
 def _as_numpy(value: torch.Tensor):

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import tempfile
 import time
 import warnings
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import torch
 from core_speed import _cpu_name  # noqa: E402  (benchmarks run as scripts from this folder)
+from core_speed import time_interleaved as _time_on  # noqa: E402
 from torch.export import Dim
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -49,16 +49,8 @@ class WithLengths(torch.nn.Module):
 
 
 def time_interleaved(cases: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median milliseconds per call, the cases interleaved so that machine noise hits all alike."""
-    for fn in cases.values():
-        fn()
-    samples: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(repeats):
-        for name, fn in cases.items():
-            start = time.perf_counter()
-            fn()
-            samples[name].append((time.perf_counter() - start) * 1e3)
-    return {name: statistics.median(values) for name, values in samples.items()}
+    """Median milliseconds per call on the CPU, the cases interleaved (core_speed's timer)."""
+    return _time_on(cases, torch.device("cpu"), repeats)
 
 
 def one_size(cell: str, batch: int, steps: int, inputs: int, hidden: int, repeats: int, threads: int) -> dict:
