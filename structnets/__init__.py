@@ -18,7 +18,7 @@ from .core.cells import (
 )
 from .core.chains import chains
 from .core.propagate import GraphState, propagate, propagate_levels, propagate_rounds
-from .core.rnn import RNN
+from .core.rnn import RNN, ProjectedLSTMCell, RNNArgumentError, RNNCallError
 from .core.schedules import CycleError, Synchronous, Topological, topological_levels
 from .graphs.neighbors import knn, knn_graph, radius, radius_graph
 
@@ -28,6 +28,9 @@ __all__ = [
     "cells",
     "schedules",
     "RNN",
+    "RNNArgumentError",
+    "RNNCallError",
+    "ProjectedLSTMCell",
     "ElmanCell",
     "GRUCell",
     "LSTMCell",

@@ -7,9 +7,11 @@ from .trees import (
     ProgramGraph,
     Tree,
     TreeBatch,
+    TreeData,
     TreeSyntaxError,
     Vocabulary,
     batch_trees,
+    chain_data,
     dag_edges_from_networkx,
     parse_ptb,
     python_graph,
@@ -20,6 +22,8 @@ from .trees import (
 )
 
 __all__ = [
+    "TreeData",
+    "chain_data",
     "Chains",
     "chains",
     "forest_edges",

@@ -7,9 +7,10 @@ from .memory_network import Addressing, MemoryConfig, MemoryNetwork
 from .mpnn import MPNN, EdgeNetwork, MPNNConfig
 from .pointgnn import PointGNN, PointGNNConfig
 from .sequence_classifier import SequenceClassifier, SequenceClassifierConfig
-from .tree_lstm import TreeCell, TreeClassifier, TreeClassifierConfig
+from .tree_lstm import ExportableTreeClassifier, TreeCell, TreeClassifier, TreeClassifierConfig
 
 __all__ = [
+    "ExportableTreeClassifier",
     "MPNN",
     "MPNNConfig",
     "EdgeNetwork",
