@@ -237,6 +237,29 @@ def gns_case(repeats: int, threads: int) -> dict:
     )
 
 
+def export_machine(threads: int) -> dict:
+    """Sets torch's threads and describes the machine, for the export benchmarks' JSON."""
+    torch.set_num_threads(threads)
+    import onnxruntime
+
+    return {
+        "cpu": _cpu_name(),
+        "threads": threads,
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def print_case(title: str, case: dict, machine: dict, width: int) -> None:
+    """One case's latencies, their ratio to eager and their largest difference from it."""
+    print(f"{title} ({machine['threads']} thread(s), {machine['cpu']})")
+    for name, value in case["ms"].items():
+        diff = case["max_abs_difference_from_eager"].get(name)
+        extra = f"  max |diff| {diff:.1e}" if diff is not None else ""
+        print(f"  {name:{width}s} {value:9.2f} ms  {case['ratio_to_eager'][name]:6.2f}x eager{extra}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=7, help="timed calls per case, interleaved (default: 7)")
@@ -251,25 +274,12 @@ def main() -> None:
         "--json", type=Path, default=HERE / "results" / "export_models.json", help="where to write the figures"
     )
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    import onnxruntime
-
-    machine = {
-        "cpu": _cpu_name(),
-        "threads": args.threads,
-        "torch": torch.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "python": platform.python_version(),
-    }
+    machine = export_machine(args.threads)
     results = []
     for case in (tree_case(args.repeats, args.threads, args.max_levels), mpnn_case(args.repeats, args.threads),
                  gns_case(args.repeats, args.threads)):  # fmt: skip
         results.append(case)
-        print(f"{case['model']} {case['sizes']} ({args.threads} thread(s), {machine['cpu']})")
-        for name, value in case["ms"].items():
-            diff = case["max_abs_difference_from_eager"].get(name)
-            extra = f"  max |diff| {diff:.1e}" if diff is not None else ""
-            print(f"  {name:22s} {value:9.2f} ms  {case['ratio_to_eager'][name]:6.2f}x eager{extra}")
+        print_case(f"{case['model']} {case['sizes']}", case, machine, width=22)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"machine": machine, "cases": results}, indent=2) + "\n")
     print(f"wrote {args.json}")

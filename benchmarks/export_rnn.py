@@ -17,16 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from core_speed import _cpu_name  # noqa: E402  (benchmarks run as scripts from this folder)
-from core_speed import time_interleaved as _time_on  # noqa: E402
+from export_models import export_machine, print_case, time_interleaved  # noqa: E402
 from torch.export import Dim
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -46,11 +43,6 @@ class WithLengths(torch.nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.rnn(x, lengths=lengths)[0]
-
-
-def time_interleaved(cases: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median milliseconds per call on the CPU, the cases interleaved (core_speed's timer)."""
-    return _time_on(cases, torch.device("cpu"), repeats)
 
 
 def one_size(cell: str, batch: int, steps: int, inputs: int, hidden: int, repeats: int, threads: int) -> dict:
@@ -127,25 +119,12 @@ def main() -> None:
         "--json", type=Path, default=HERE / "results" / "export_rnn.json", help="where to write the figures"
     )
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    import onnxruntime
-
-    machine = {
-        "cpu": _cpu_name(),
-        "threads": args.threads,
-        "torch": torch.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "python": platform.python_version(),
-    }
+    machine = export_machine(args.threads)
     results = []
     for batch, steps, inputs, hidden in SIZES:
         case = one_size(args.cell, batch, steps, inputs, hidden, args.repeats, args.threads)
         results.append(case)
-        print(f"{args.cell.upper()} {case['sizes']} ({args.threads} thread(s), {machine['cpu']})")
-        for name, value in case["ms"].items():
-            diff = case["max_abs_difference_from_eager"].get(name)
-            extra = f"  max |diff| {diff:.1e}" if diff is not None else ""
-            print(f"  {name:34s} {value:9.2f} ms  {case['ratio_to_eager'][name]:6.2f}x eager{extra}")
+        print_case(f"{args.cell.upper()} {case['sizes']}", case, machine, width=34)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"machine": machine, "cell": args.cell, "cases": results}, indent=2) + "\n")
     print(f"wrote {args.json}")

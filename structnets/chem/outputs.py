@@ -105,7 +105,7 @@ def predicted_csv(
         errors: per data row, why it could not be read, or an empty string.
         names: the target names.
     """
-    count = sum(1 for r in table.records if r.index is not None)
+    count = len(table.rows)
     if not len(predictions) == len(errors) == count:
         raise ValueError(f"{len(predictions)} predictions and {len(errors)} errors for {count} data rows")
     text = io.StringIO()

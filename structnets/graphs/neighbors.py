@@ -119,6 +119,26 @@ def _num_graphs(batches: list[Tensor | None], batch_size: int | None) -> int:
     return int(batch_size)
 
 
+def _pair_inputs(
+    x: Tensor, y: Tensor | None, batch_x: Tensor | None, batch_y: Tensor | None, batch_size: int | None
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, int]:
+    """The checked points, batch vectors and number of graphs of a search of ``y``'s
+    neighbours among ``x`` (``y`` None: of ``x`` among themselves, one batch vector)."""
+    graph = y is None
+    x = _points(x, "x")
+    y = x if graph else _points(y, "y")
+    if y.shape[1] != x.shape[1]:
+        raise ValueError(f"x and y must have the same dimension, got {x.shape[1]} and {y.shape[1]}")
+    if y.device != x.device:
+        raise ValueError(f"x is on {x.device} but y is on {y.device}")
+    batch_x = _batch(batch_x, x.shape[0], "batch" if graph else "batch_x", x.device)
+    batch_y = batch_x if graph else _batch(batch_y, y.shape[0], "batch_y", x.device)
+    graphs = _num_graphs([batch_x, batch_y], batch_size)
+    if graphs > 1 and (batch_x is None or batch_y is None):
+        raise ValueError("batch_x and batch_y must both be given when there are several graphs")
+    return x, y, batch_x, batch_y, graphs
+
+
 def _pointers(batch: Tensor | None, n: int, graphs: int) -> list[int]:
     """Start of each graph's rows, plus the end: ``graphs + 1`` offsets."""
     if batch is None:
@@ -539,21 +559,11 @@ def _radius(
     """``[2, E]`` pairs sorted by centre then neighbour, the centre in row ``centre_row``, for
     ``radius`` (``y`` given) or ``radius_graph`` (``y`` None); what the cap dropped; the cap."""
     graph = y is None
-    x = _points(x, "x")
-    y = x if graph else _points(y, "y")
-    if y.shape[1] != x.shape[1]:
-        raise ValueError(f"x and y must have the same dimension, got {x.shape[1]} and {y.shape[1]}")
-    if y.device != x.device:
-        raise ValueError(f"x is on {x.device} but y is on {y.device}")
-    batch_x = _batch(batch_x, x.shape[0], "batch" if graph else "batch_x", x.device)
-    batch_y = batch_x if graph else _batch(batch_y, y.shape[0], "batch_y", x.device)
+    x, y, batch_x, batch_y, graphs = _pair_inputs(x, y, batch_x, batch_y, batch_size)
     r = _radius_value(r)
     cap = _cap_value(max_num_neighbors)
     _workers(num_workers)
     backend = _backend(backend, x.device)
-    graphs = _num_graphs([batch_x, batch_y], batch_size)
-    if graphs > 1 and (batch_x is None or batch_y is None):
-        raise ValueError("batch_x and batch_y must both be given when there are several graphs")
     if x.shape[0] == 0 or y.shape[0] == 0:
         return _empty(x.device), None, cap
     ptr_x = _pointers(batch_x, x.shape[0], graphs)
@@ -722,19 +732,9 @@ def _knn(
     loop: bool,
 ) -> tuple[Tensor, Tensor]:
     graph = y is None
-    x = _points(x, "x")
-    y = x if graph else _points(y, "y")
-    if y.shape[1] != x.shape[1]:
-        raise ValueError(f"x and y must have the same dimension, got {x.shape[1]} and {y.shape[1]}")
-    if y.device != x.device:
-        raise ValueError(f"x is on {x.device} but y is on {y.device}")
-    batch_x = _batch(batch_x, x.shape[0], "batch" if graph else "batch_x", x.device)
-    batch_y = batch_x if graph else _batch(batch_y, y.shape[0], "batch_y", x.device)
+    x, y, batch_x, batch_y, graphs = _pair_inputs(x, y, batch_x, batch_y, batch_size)
     k = _k_value(k)
     workers = _workers(num_workers)
-    graphs = _num_graphs([batch_x, batch_y], batch_size)
-    if graphs > 1 and (batch_x is None or batch_y is None):
-        raise ValueError("batch_x and batch_y must both be given when there are several graphs")
     empty = torch.zeros(0, dtype=torch.long, device=x.device)
     if x.shape[0] == 0 or y.shape[0] == 0:
         return empty, empty
