@@ -38,10 +38,23 @@ Backends (the keyword-only ``backend=``, structnets' own, a :class:`NeighborBack
 
 ``knn`` uses ``cKDTree.query`` (with ``workers=num_workers``) for CPU tensors and blocked
 all-pairs distances elsewhere.
+
+Periodic boxes (the keyword-only ``box=`` and ``periodic=``, structnets' own; torch_cluster
+has none): distances are minimum-image distances, the shortest over the box's translates,
+as in LagrangeBench's periodic datasets and molecular dynamics. ``box`` is ``[D]`` side
+lengths (the box ``[0, L)``, scipy's ``boxsize``) or ``[D, 2]`` lower and upper bounds;
+``periodic`` a ``[D]`` mask of the axes that wrap (default: all). Coordinates are wrapped
+into the box first, so a particle that stepped out of a periodic side comes back in at the
+other. A radius search needs ``r`` below half of every periodic side, where each pair has
+one nearest image (a larger ``r`` is refused). The k-d tree is scipy's periodic
+``cKDTree(boxsize=...)``; the cell list and the blocked search add ghost copies of the points
+within ``r`` of a periodic face, shifted by one box length, and map them back, exact for the
+same reason.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import itertools
 import math
@@ -198,6 +211,114 @@ def _empty(device: torch.device) -> Tensor:
     return torch.zeros(2, 0, dtype=torch.long, device=device)
 
 
+# ----------------------------------------------------------------------------- periodic boxes
+
+
+@dataclasses.dataclass(frozen=True)
+class _Box:
+    """A checked periodic box: ``low`` ``[D]`` and ``length`` ``[D]`` (0 on axes that do not wrap), float64."""
+
+    low: np.ndarray
+    length: np.ndarray
+
+    @property
+    def boxsize(self) -> np.ndarray:
+        """scipy's ``boxsize``: the side on periodic axes, 0 (no wrapping) elsewhere."""
+        return self.length
+
+    def wrap(self, x: Tensor) -> Tensor:
+        """``x - low``, wrapped into ``[0, length)`` on the periodic axes.
+
+        float64 on the CPU (what the k-d tree searches in, and scipy's periodic tree refuses
+        a coordinate equal to the side, which float32 rounding can make), the cell list's
+        dtype elsewhere."""
+        dtype = torch.float64 if x.device.type == "cpu" else _compute_dtype(x)
+        u = x.to(dtype) - torch.as_tensor(self.low, dtype=dtype, device=x.device)
+        length = torch.as_tensor(self.length, dtype=dtype, device=x.device)
+        periodic = length > 0
+        safe = torch.where(periodic, length, torch.ones_like(length))
+        wrapped = u - torch.floor(u / safe) * safe
+        # A point a rounding error below a face lands on the opposite face, not beyond it.
+        wrapped = torch.where(wrapped >= safe, wrapped - safe, wrapped).clamp(min=0)
+        return torch.where(periodic, wrapped, u)
+
+    def minimum_image(self, diff):
+        """Displacements (numpy or torch, ``[..., D]``) shifted to their nearest image."""
+        if isinstance(diff, np.ndarray):
+            length = self.length
+            return np.where(length > 0, diff - length * np.round(diff / np.where(length > 0, length, 1.0)), diff)
+        length = torch.as_tensor(self.length, dtype=diff.dtype, device=diff.device)
+        safe = torch.where(length > 0, length, torch.ones_like(length))
+        return torch.where(length > 0, diff - length * torch.round(diff / safe), diff)
+
+    def ghosts(self, x: Tensor, batch: Tensor, r: float) -> tuple[Tensor, Tensor, Tensor]:
+        """``x`` (wrapped) with copies of its points within ``r`` of a periodic face, shifted by
+        one side across it; returns the points, each one's original index, and its batch.
+
+        With ``r`` below half of every periodic side, a point has at most one image within
+        ``r`` of any other, so a plain search over the extended set finds each minimum-image
+        pair exactly once."""
+        n, dim = x.shape
+        length = torch.as_tensor(self.length, dtype=x.dtype, device=x.device)
+        points, source, batches = [x], [torch.arange(n, device=x.device)], [batch]
+        axes = [a for a in range(dim) if self.length[a] > 0]
+        for offset in itertools.product((-1, 0, 1), repeat=len(axes)):
+            if not any(offset):
+                continue
+            near = torch.ones(n, dtype=torch.bool, device=x.device)
+            shift = torch.zeros(dim, dtype=x.dtype, device=x.device)
+            for axis, o in zip(axes, offset):
+                if o == 1:  # near the low face: its copy sits beyond the high face
+                    near &= x[:, axis] < r
+                elif o == -1:
+                    near &= x[:, axis] >= length[axis] - r
+                shift[axis] = o * length[axis]
+            index = near.nonzero().view(-1)
+            if index.numel():
+                points.append(x[index] + shift)
+                source.append(index)
+                batches.append(batch[index])
+        return torch.cat(points), torch.cat(source), torch.cat(batches)
+
+
+def _box_value(box, periodic, dim: int, r: float | None) -> _Box | None:
+    """The checked :class:`_Box` of the ``box=`` and ``periodic=`` arguments (None: no box)."""
+    if box is None:
+        if periodic is not None:
+            raise ValueError("periodic= needs box= (the side lengths or bounds of the periodic box)")
+        return None
+    try:
+        values = np.asarray(box.detach().cpu() if isinstance(box, Tensor) else box, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"box must be [dim] side lengths or [dim, 2] bounds of numbers, got {box!r}") from None
+    if values.ndim == 0:
+        values = np.full(dim, float(values))
+    if values.shape == (dim,):
+        low, high = np.zeros(dim), values
+    elif values.shape == (dim, 2):
+        low, high = values[:, 0], values[:, 1]
+    else:
+        raise ValueError(f"box must be [{dim}] side lengths or [{dim}, 2] bounds for {dim}-D points, got shape {values.shape}")
+    if not (np.isfinite(low).all() and np.isfinite(high).all() and (high > low).all()):
+        raise ValueError(f"box must have finite sides with low < high on every axis, got {values.tolist()}")
+    if periodic is None:
+        mask = np.ones(dim, dtype=bool)
+    else:
+        mask = np.asarray(periodic.cpu() if isinstance(periodic, Tensor) else periodic)
+        if mask.shape != (dim,) or mask.dtype != bool:
+            raise ValueError(f"periodic must be {dim} booleans (one per axis), got {periodic!r}")
+    length = np.where(mask, high - low, 0.0)
+    if r is not None:
+        too_small = mask & (r >= (high - low) / 2)
+        if too_small.any():
+            axis = int(np.argmax(too_small))
+            raise ValueError(
+                f"r={r} is not below half the periodic side on axis {axis} ({high[axis] - low[axis]:g}): "
+                "a pair would have several nearest images"
+            )
+    return _Box(low=low, length=length)
+
+
 # ----------------------------------------------------------------------------- sorting and the cap
 
 
@@ -285,11 +406,12 @@ def _cap(
     y: Tensor,
     cap: int | None,
     chunk: int | None = None,
+    box: _Box | None = None,
 ) -> tuple[np.ndarray | Tensor, tuple[int, int, int] | None]:
     """Keeps each centre's ``cap`` nearest neighbours, ties to the lower index.
 
     ``keys`` are the sorted ``centre << bits | neighbour`` (centres index ``y``, neighbours
-    ``x``), numpy (the CPU) or torch. Only the pairs of crowded centres are ranked, a block
+    ``x``), numpy (the CPU) or torch; distances are minimum-image ones in a periodic ``box``. Only the pairs of crowded centres are ranked, a block
     of centres at a time (about ``chunk`` pairs: small on CPU, so that the temporaries stay
     in cache rather than being fresh memory each time): their squared distances (float64
     on CPU), scaled to integers of up to 52 bits below the block's centre bits, in one
@@ -323,6 +445,8 @@ def _cap(
         local = xp.repeat(xp.arange(hi - lo), g)
         pair = xp.arange(total) + xp.repeat(bounds[over[lo:hi]] - first, g)
         diff = xp.take(x, keys[pair] & mask) - xp.repeat(xp.take(y, over[lo:hi]), g)
+        if box is not None:
+            diff = box.minimum_image(diff)
         distance = xp.double((diff * diff).sum(1))
         shift = min(52, 62 - _bits(hi - lo))
         top = float(distance.max())
@@ -367,13 +491,15 @@ def _below(r: float) -> float:
     return s
 
 
-def _tree(points: np.ndarray):
+def _tree(points: np.ndarray, boxsize: np.ndarray | None = None):
     from scipy.spatial import cKDTree
 
-    return cKDTree(points, balanced_tree=False, compact_nodes=False)
+    return cKDTree(points, balanced_tree=False, compact_nodes=False, boxsize=boxsize)
 
 
-def _radius_graph_kdtree(x: Tensor, r: float, ptr: list[int], loop: bool) -> np.ndarray:
+def _radius_graph_kdtree(
+    x: Tensor, r: float, ptr: list[int], loop: bool, boxsize: np.ndarray | None = None
+) -> np.ndarray:
     points = _numpy(x)
     n = points.shape[0]
     bits, radius_below = _bits(n), _below(r)
@@ -381,7 +507,7 @@ def _radius_graph_kdtree(x: Tensor, r: float, ptr: list[int], loop: bool) -> np.
     for start, end in itertools.pairwise(ptr):
         if end - start == 0:
             continue
-        pairs = _tree(points[start:end]).query_pairs(radius_below, output_type="ndarray")
+        pairs = _tree(points[start:end], boxsize).query_pairs(radius_below, output_type="ndarray")
         count = pairs.shape[0]
         pairs = pairs.astype(np.int64, copy=False)  # scipy's intp; no copy on 64-bit platforms
         if start:
@@ -403,15 +529,17 @@ def _radius_graph_kdtree(x: Tensor, r: float, ptr: list[int], loop: bool) -> np.
     return keys
 
 
-def _radius_kdtree(x: Tensor, y: Tensor, r: float, ptr_x: list[int], ptr_y: list[int]) -> np.ndarray:
+def _radius_kdtree(
+    x: Tensor, y: Tensor, r: float, ptr_x: list[int], ptr_y: list[int], boxsize: np.ndarray | None = None
+) -> np.ndarray:
     points_x, points_y = _numpy(x), _numpy(y)
     bits, radius_below = _bits(points_x.shape[0]), _below(r)
     keys = []
     for (xs, xe), (ys, ye) in zip(itertools.pairwise(ptr_x), itertools.pairwise(ptr_y)):
         if xe == xs or ye == ys:
             continue
-        found = _tree(points_y[ys:ye]).sparse_distance_matrix(
-            _tree(points_x[xs:xe]), radius_below, output_type="ndarray"
+        found = _tree(points_y[ys:ye], boxsize).sparse_distance_matrix(
+            _tree(points_x[xs:xe], boxsize), radius_below, output_type="ndarray"
         )
         keys.append(((found["i"].astype(np.int64) + ys) << bits) | (found["j"].astype(np.int64) + xs))
     if not keys:
@@ -555,6 +683,8 @@ def _radius(
     backend,
     loop: bool,
     centre_row: int,
+    box=None,
+    periodic=None,
 ) -> tuple[Tensor, tuple[int, int, int] | None, int | None]:
     """``[2, E]`` pairs sorted by centre then neighbour, the centre in row ``centre_row``, for
     ``radius`` (``y`` given) or ``radius_graph`` (``y`` None); what the cap dropped; the cap."""
@@ -564,28 +694,44 @@ def _radius(
     cap = _cap_value(max_num_neighbors)
     _workers(num_workers)
     backend = _backend(backend, x.device)
+    periodic_box = _box_value(box, periodic, x.shape[1], r)
     if x.shape[0] == 0 or y.shape[0] == 0:
         return _empty(x.device), None, cap
+    if periodic_box is not None:
+        x = periodic_box.wrap(x)
+        y = x if graph else periodic_box.wrap(y)
     ptr_x = _pointers(batch_x, x.shape[0], graphs)
     ptr_y = ptr_x if graph else _pointers(batch_y, y.shape[0], graphs)
     bits = _bits(x.shape[0])
     if backend is NeighborBackend.KDTREE:
+        boxsize = None if periodic_box is None else periodic_box.boxsize
         if graph:
-            keys = _radius_graph_kdtree(x, r, ptr_x, loop)
+            keys = _radius_graph_kdtree(x, r, ptr_x, loop, boxsize)
         else:
-            keys = _radius_kdtree(x, y, r, ptr_x, ptr_y)
+            keys = _radius_kdtree(x, y, r, ptr_x, ptr_y, boxsize)
     else:
-        if x.shape[1] <= 3:
-            bx = torch.zeros(x.shape[0], dtype=torch.long, device=x.device) if batch_x is None else batch_x
-            if graph:
-                by = bx
-            else:
-                by = torch.zeros(y.shape[0], dtype=torch.long, device=x.device) if batch_y is None else batch_y
-            centre, neighbour = _radius_cells(x, y, r, bx, by, graphs, graph and not loop)
+        bx = torch.zeros(x.shape[0], dtype=torch.long, device=x.device) if batch_x is None else batch_x
+        if graph:
+            by = bx
         else:
-            centre, neighbour = _radius_brute(x, y, r, ptr_x, ptr_y, graph and not loop)
+            by = torch.zeros(y.shape[0], dtype=torch.long, device=x.device) if batch_y is None else batch_y
+        searched, source = x, None
+        if periodic_box is not None:
+            searched, source, bx = periodic_box.ghosts(x, bx, r)
+            order = torch.argsort(bx, stable=True)  # the blocked search wants each graph's rows together
+            searched, source, bx = searched[order], source[order], bx[order]
+            ptr_x = _pointers(bx, searched.shape[0], graphs)
+        if x.shape[1] <= 3:
+            centre, neighbour = _radius_cells(searched, y, r, bx, by, graphs, False)
+        else:
+            centre, neighbour = _radius_brute(searched, y, r, ptr_x, ptr_y, False)
+        if source is not None:
+            neighbour = source[neighbour]  # a ghost is its original
+        if graph and not loop:
+            keep = centre != neighbour  # a point's ghosts lie a box side away, beyond r
+            centre, neighbour = centre[keep], neighbour[keep]
         keys = _sorted_keys(centre, neighbour, bits)
-    keys, dropped = _cap(keys, bits, x, y, cap)
+    keys, dropped = _cap(keys, bits, x, y, cap, box=periodic_box)
     return _decode(keys, bits, centre_row, x.device), dropped, cap
 
 
@@ -600,6 +746,8 @@ def radius(
     batch_size: int | None = None,
     *,
     backend: NeighborBackend | str = NeighborBackend.AUTO,
+    box=None,
+    periodic=None,
 ) -> Tensor:
     """For each point of ``y``, the points of ``x`` of the same graph closer than ``r``
     (torch_cluster's ``radius``).
@@ -621,6 +769,12 @@ def radius(
             single-threaded, so it changes nothing here (it must be >= 1 or -1).
         batch_size: the number of graphs; inferred from the batch vectors when ``None``.
         backend: structnets' own, keyword-only: a :class:`NeighborBackend` (or its value).
+        box: structnets' own, keyword-only: a periodic box, ``[dim]`` side lengths (the
+            box ``[0, L)``) or ``[dim, 2]`` bounds; distances are then minimum-image ones,
+            coordinates are wrapped into the box first, and ``r`` must be below half of
+            every periodic side. None (default): no box.
+        periodic: keyword-only, with ``box``: ``[dim]`` booleans, the axes that wrap
+            (default: all of them).
 
     Returns:
         ``[2, E]`` long: row 0 indexes ``y`` (the centre), row 1 ``x`` (the neighbour),
@@ -632,8 +786,9 @@ def radius(
         TypeError: integer coordinates.
     """
     edges, dropped, cap = _radius(
-        x, y, r, batch_x, batch_y, max_num_neighbors, num_workers, batch_size, backend, loop=False, centre_row=0
-    )
+        x, y, r, batch_x, batch_y, max_num_neighbors, num_workers, batch_size, backend, loop=False, centre_row=0,
+        box=box, periodic=periodic,
+    )  # fmt: skip
     _warn_cap(dropped, cap)
     return edges
 
@@ -649,6 +804,8 @@ def radius_graph(
     batch_size: int | None = None,
     *,
     backend: NeighborBackend | str = NeighborBackend.AUTO,
+    box=None,
+    periodic=None,
 ) -> Tensor:
     """All ordered pairs of points of the same graph closer than ``r`` (torch_cluster's
     ``radius_graph``): every pair comes in both directions.
@@ -671,21 +828,29 @@ def radius_graph(
         batch_size: the number of graphs; inferred from ``batch`` when ``None``.
         backend: structnets' own, keyword-only: a :class:`NeighborBackend` (or its value:
             ``"kdtree"``, ``"cells"``, ``"auto"``).
+        box: structnets' own, keyword-only: a periodic box, ``[dim]`` side lengths (the
+            box ``[0, L)``) or ``[dim, 2]`` bounds; distances are then minimum-image ones,
+            coordinates are wrapped into the box first, and ``r`` must be below half of
+            every periodic side. None (default): no box.
+        periodic: keyword-only, with ``box``: ``[dim]`` booleans, the axes that wrap
+            (default: all of them).
 
     Returns:
         ``edge_index`` ``[2, E]`` long, sorted by centre, then neighbour.
 
     Raises:
         ValueError: a bad shape, NaN or infinite coordinates (their rows named), a
-            non-positive radius, an unsorted batch, an unknown backend or flow.
+            non-positive radius, an unsorted batch, an unknown backend or flow, a malformed
+            box or a radius not below half of a periodic side.
         TypeError: integer coordinates.
     """
     if flow not in _FLOWS:
         raise ValueError(f"flow must be one of {list(_FLOWS)}, got {flow!r}")
     centre_row = 1 if flow == "source_to_target" else 0
     edges, dropped, cap = _radius(
-        x, None, r, batch, None, max_num_neighbors, num_workers, batch_size, backend, bool(loop), centre_row
-    )
+        x, None, r, batch, None, max_num_neighbors, num_workers, batch_size, backend, bool(loop), centre_row,
+        box=box, periodic=periodic,
+    )  # fmt: skip
     _warn_cap(dropped, cap)
     return edges
 
@@ -702,10 +867,12 @@ def _unit(x: Tensor, name: str) -> Tensor:
     return x.to(norm.dtype) / norm
 
 
-def _knn_rows_kdtree(x: np.ndarray, y: np.ndarray, want: int, workers: int) -> np.ndarray:
+def _knn_rows_kdtree(
+    x: np.ndarray, y: np.ndarray, want: int, workers: int, boxsize: np.ndarray | None = None
+) -> np.ndarray:
     from scipy.spatial import cKDTree
 
-    _, index = cKDTree(x).query(y, k=want, workers=workers)
+    _, index = cKDTree(x, boxsize=boxsize).query(y, k=want, workers=workers)
     return np.asarray(index, dtype=np.int64).reshape(y.shape[0], want)
 
 
@@ -720,6 +887,19 @@ def _knn_rows_brute(x: Tensor, y: Tensor, want: int, exclude_self: bool, chunk: 
     return torch.cat(rows)
 
 
+def _knn_rows_periodic(x: Tensor, y: Tensor, want: int, exclude_self: bool, box: _Box, chunk: int = 1 << 22) -> Tensor:
+    """The same with minimum-image distances, computed exactly per block (no matrix-product shortcut)."""
+    rows = []
+    step = max(1, chunk // max(1, x.shape[0] * x.shape[1]))
+    for q in range(0, y.shape[0], step):
+        d2 = (box.minimum_image(y[q : q + step, None] - x[None]) ** 2).sum(-1)
+        if exclude_self:
+            own = torch.arange(q, q + d2.shape[0], device=x.device)
+            d2[torch.arange(d2.shape[0], device=x.device), own] = float("inf")
+        rows.append(d2.topk(want, dim=1, largest=False).indices)
+    return torch.cat(rows)
+
+
 def _knn(
     x: Tensor,
     y: Tensor | None,
@@ -730,14 +910,22 @@ def _knn(
     num_workers,
     batch_size,
     loop: bool,
+    box=None,
+    periodic=None,
 ) -> tuple[Tensor, Tensor]:
     graph = y is None
     x, y, batch_x, batch_y, graphs = _pair_inputs(x, y, batch_x, batch_y, batch_size)
     k = _k_value(k)
     workers = _workers(num_workers)
+    periodic_box = _box_value(box, periodic, x.shape[1], None)
+    if periodic_box is not None and cosine:
+        raise ValueError("cosine=True ranks directions, which have no periodic box: pass one of cosine or box")
     empty = torch.zeros(0, dtype=torch.long, device=x.device)
     if x.shape[0] == 0 or y.shape[0] == 0:
         return empty, empty
+    if periodic_box is not None:
+        x = periodic_box.wrap(x)
+        y = x if graph else periodic_box.wrap(y)
     if cosine:
         x = _unit(x, "x")
         y = x if graph else _unit(y, "y")
@@ -761,7 +949,8 @@ def _knn(
             continue
         if on_cpu:
             want = min(keep + 1, n) if exclude_self else keep
-            index = _knn_rows_kdtree(points_x[xs:xe], points_y[ys:ye], want, workers)
+            boxsize = None if periodic_box is None else periodic_box.boxsize
+            index = _knn_rows_kdtree(points_x[xs:xe], points_y[ys:ye], want, workers, boxsize)
             if exclude_self:
                 # Drop the point itself; where duplicates pushed it out, drop the farthest instead.
                 kept = index != np.arange(m)[:, None]
@@ -769,6 +958,8 @@ def _knn(
                 kept[surplus, -1] = False
                 index = index[kept].reshape(m, keep)
             index = torch.from_numpy(np.sort(index, axis=1)).to(x.device)
+        elif periodic_box is not None:
+            index = _knn_rows_periodic(x[xs:xe], y[ys:ye], keep, exclude_self, periodic_box).sort(dim=1).values
         else:
             index = _knn_rows_brute(x[xs:xe], y[ys:ye], keep, exclude_self).sort(dim=1).values
         centres.append(torch.arange(ys, ye, device=x.device).repeat_interleave(keep))
@@ -787,6 +978,9 @@ def knn(
     cosine: bool = False,
     num_workers: int = 1,
     batch_size: int | None = None,
+    *,
+    box=None,
+    periodic=None,
 ) -> Tensor:
     """For each point of ``y``, its ``k`` nearest points of ``x`` in the same graph
     (torch_cluster's ``knn``).
@@ -806,11 +1000,17 @@ def knn(
             every device, unlike torch_cluster (GPU only).
         num_workers: scipy's ``workers`` for the CPU search.
         batch_size: the number of graphs; inferred when ``None``.
+        box: structnets' own, keyword-only: a periodic box (``[dim]`` side lengths or
+            ``[dim, 2]`` bounds): rank by minimum-image distance, coordinates wrapped into
+            the box first. Not with ``cosine``.
+        periodic: keyword-only, with ``box``: ``[dim]`` booleans, the axes that wrap (default: all).
 
     Returns:
         ``[2, E]`` long: row 0 indexes ``y``, row 1 ``x``, sorted by row 0 then row 1.
     """
-    centre, neighbour = _knn(x, y, k, batch_x, batch_y, bool(cosine), num_workers, batch_size, loop=True)
+    centre, neighbour = _knn(
+        x, y, k, batch_x, batch_y, bool(cosine), num_workers, batch_size, loop=True, box=box, periodic=periodic
+    )
     return torch.stack([centre, neighbour])
 
 
@@ -823,6 +1023,9 @@ def knn_graph(
     cosine: bool = False,
     num_workers: int = 1,
     batch_size: int | None = None,
+    *,
+    box=None,
+    periodic=None,
 ) -> Tensor:
     """Each point's ``k`` nearest points of the same graph (torch_cluster's ``knn_graph``).
 
@@ -843,12 +1046,18 @@ def knn_graph(
         cosine: rank by cosine distance (see :func:`knn`).
         num_workers: scipy's ``workers`` for the CPU search.
         batch_size: the number of graphs; inferred when ``None``.
+        box: structnets' own, keyword-only: a periodic box (``[dim]`` side lengths or
+            ``[dim, 2]`` bounds): rank by minimum-image distance, coordinates wrapped into
+            the box first. Not with ``cosine``.
+        periodic: keyword-only, with ``box``: ``[dim]`` booleans, the axes that wrap (default: all).
 
     Returns:
         ``edge_index`` ``[2, N * k]`` (fewer for small graphs) long, sorted by centre then neighbour.
     """
     if flow not in _FLOWS:
         raise ValueError(f"flow must be one of {list(_FLOWS)}, got {flow!r}")
-    centre, neighbour = _knn(x, None, k, batch, None, bool(cosine), num_workers, batch_size, loop=bool(loop))
+    centre, neighbour = _knn(
+        x, None, k, batch, None, bool(cosine), num_workers, batch_size, loop=bool(loop), box=box, periodic=periodic
+    )
     rows = [neighbour, centre] if flow == "source_to_target" else [centre, neighbour]
     return torch.stack(rows)

@@ -15,6 +15,12 @@ The M blocks are one :func:`structnets.propagate` call under the synchronous sch
 edge step and one node step per round (the blocks do not share weights, as in the paper);
 the updated edges come back with the nodes.
 
+Periodic boxes (``metadata.periodic_boundary_conditions``, as LagrangeBench's datasets have
+them): on a periodic axis every displacement is the minimum-image one (velocities,
+accelerations, edge vectors), the radius graph links neighbours across the faces
+(:func:`structnets.radius_graph` with ``box=``), stepped positions are wrapped back into the
+box, and the node features have no wall distances for that axis (it has no walls).
+
 The graph is the radius graph at the latest positions, built by the model (a rollout's
 particles move), or given: ``model(history, particle_type, edge_index=graph)`` runs the
 encoder, processor and decoder on that graph, which is what ``torch.export`` and the ONNX
@@ -25,6 +31,7 @@ outside the program). ``model(data)`` reads a torch_geometric ``Data`` or ``Batc
 
 from __future__ import annotations
 
+import math
 import types
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -55,6 +62,8 @@ class SimulatorMetadata(Protocol):
         default_connectivity_radius: the radius of the neighbour graph.
         vel_mean, vel_std: ``[D]`` statistics of a step's displacement, normalising velocities.
         acc_mean, acc_std: ``[D]`` statistics of the acceleration, the normalised target.
+        periodic_boundary_conditions: optional, ``[D]`` booleans: the axes on which the
+            bounds are a periodic box rather than walls (missing or None: walls everywhere).
     """
 
     @property
@@ -94,6 +103,8 @@ class GNSConfig:
         mlp_layers: hidden layers per MLP.
         particle_types: rows of the particle-type embedding.
         type_embedding_size: width of that embedding.
+        connectivity_radius: the neighbour graph's radius; None takes the dataset's
+            ``default_connectivity_radius``.
     """
 
     latent_size: int = 128
@@ -101,6 +112,7 @@ class GNSConfig:
     mlp_layers: int = 2
     particle_types: int = 9
     type_embedding_size: int = 16
+    connectivity_radius: float | None = None
 
 
 class _EdgeUpdate(MLP):
@@ -154,12 +166,30 @@ class LearnedSimulator(nn.Module):
         self.config = config
         self.metadata = metadata
         dim, latent, layers = metadata.dim, config.latent_size, config.mlp_layers
-        self.radius = float(metadata.default_connectivity_radius)
+        self.radius = float(config.connectivity_radius or metadata.default_connectivity_radius)
+        if not (math.isfinite(self.radius) and self.radius > 0):
+            raise ValueError(f"the connectivity radius must be a positive number, got {self.radius}")
         for name in ("vel_mean", "vel_std", "acc_mean", "acc_std"):
             self.register_buffer(name, torch.tensor(getattr(metadata, name), dtype=torch.float32), persistent=False)
         self.register_buffer("bounds", torch.tensor(metadata.bounds, dtype=torch.float32), persistent=False)
+        periodic = getattr(metadata, "periodic_boundary_conditions", None) or [False] * dim
+        if len(periodic) != dim:
+            raise ValueError(f"periodic_boundary_conditions {periodic} must have one boolean per axis ({dim})")
+        self.periodic_axes = [bool(p) for p in periodic]
+        self.register_buffer("periodic", torch.tensor(self.periodic_axes), persistent=False)
+        # The box's sides on periodic axes, 0 elsewhere (no wrapping there).
+        side = (self.bounds[:, 1] - self.bounds[:, 0]) * self.periodic
+        self.register_buffer("side", side, persistent=False)
+        self.register_buffer("walled", (~self.periodic).nonzero().view(-1), persistent=False)
+        for axis, (low, high) in enumerate(metadata.bounds):
+            if self.periodic_axes[axis] and self.radius >= (high - low) / 2:
+                raise ValueError(
+                    f"the connectivity radius {self.radius:g} is not below half the periodic box's side on axis "
+                    f"{axis} ({high - low:g}), where a pair of particles has more than one nearest image; "
+                    "choose a smaller one (simulate train --connectivity-radius)"
+                )
         self.type_embedding = nn.Embedding(config.particle_types, config.type_embedding_size)
-        node_inputs = HISTORY * dim + config.type_embedding_size + 2 * dim
+        node_inputs = HISTORY * dim + config.type_embedding_size + 2 * (dim - sum(self.periodic_axes))
         self.node_encoder = _mlp(node_inputs, latent, latent, layers)
         self.edge_encoder = _mlp(dim + 1, latent, latent, layers)
         self.edge_updates = nn.ModuleList(_EdgeUpdate(latent, layers) for _ in range(config.message_passing_steps))
@@ -178,8 +208,33 @@ class LearnedSimulator(nn.Module):
         model.load_state_dict(checkpoint.state_dict)
         return model
 
+    @property
+    def is_periodic(self) -> bool:
+        return any(self.periodic_axes)
+
+    def displacement(self, to: Tensor, start: Tensor) -> Tensor:
+        """``to - start``, the minimum-image one on periodic axes (any shape ``[..., D]``)."""
+        delta = to - start
+        if not self.is_periodic:
+            return delta
+        safe = torch.where(self.periodic, self.side, torch.ones_like(self.side))
+        return torch.where(self.periodic, delta - self.side * torch.round(delta / safe), delta)
+
+    def wrap(self, position: Tensor) -> Tensor:
+        """Positions put back into the box on its periodic axes (unchanged elsewhere)."""
+        if not self.is_periodic:
+            return position
+        low = self.bounds[:, 0]
+        safe = torch.where(self.periodic, self.side, torch.ones_like(self.side))
+        return torch.where(self.periodic, low + torch.remainder(position - low, safe), position)
+
     def graph(self, position: Tensor, batch: Tensor | None = None) -> Tensor:
-        return radius_graph(position.detach(), self.radius, batch, max_num_neighbors=None)
+        """The radius graph at ``position`` (across the faces of a periodic box)."""
+        if not self.is_periodic:
+            return radius_graph(position.detach(), self.radius, batch, max_num_neighbors=None)
+        return radius_graph(
+            position.detach(), self.radius, batch, max_num_neighbors=None, box=self.bounds, periodic=self.periodic
+        )
 
     def forward(
         self,
@@ -200,14 +255,16 @@ class LearnedSimulator(nn.Module):
         """
         history, particle_type, batch, edge_index = _fields(history, particle_type, batch, edge_index)
         position = history[:, -1]
-        velocity = (history[:, 1:] - history[:, :-1] - self.vel_mean) / self.vel_std
+        velocity = (self.displacement(history[:, 1:], history[:, :-1]) - self.vel_mean) / self.vel_std
         low, high = self.bounds[:, 0], self.bounds[:, 1]
         walls = torch.cat([position - low, high - position], -1).div(self.radius).clamp(-1.0, 1.0)
+        if self.is_periodic:  # a periodic axis has no walls to be near
+            walls = walls[:, torch.cat([self.walled, self.walled + position.shape[1]])]
         nodes = torch.cat([velocity.flatten(1), self.type_embedding(particle_type), walls], -1)
         if edge_index is None:
             edge_index = self.graph(position, batch)
         senders, receivers = edge_index
-        displacement = (position[senders] - position[receivers]) / self.radius
+        displacement = self.displacement(position[senders], position[receivers]) / self.radius
         edges = torch.cat([displacement, displacement.norm(dim=-1, keepdim=True)], -1)
         h, e = self.node_encoder(nodes), self.edge_encoder(edges)
         processor = Synchronous(self.config.message_passing_steps)
@@ -225,8 +282,12 @@ class LearnedSimulator(nn.Module):
         (arguments as for :meth:`forward`)."""
         history, particle_type, batch, edge_index = _fields(history, particle_type, batch, edge_index)
         acceleration = self(history, particle_type, batch, edge_index) * self.acc_std + self.acc_mean
-        velocity = history[:, -1] - history[:, -2] + acceleration
-        return history[:, -1] + velocity
+        velocity = self.displacement(history[:, -1], history[:, -2]) + acceleration
+        return self.wrap(history[:, -1] + velocity)
+
+    def target_acceleration(self, history: Tensor, target: Tensor) -> Tensor:
+        """The true acceleration ``x_{t+1} - 2 x_t + x_{t-1}`` of a window (minimum-image on periodic axes)."""
+        return self.displacement(target, history[:, -1]) - self.displacement(history[:, -1], history[:, -2])
 
     @torch.no_grad()
     def rollout(self, initial: Tensor, particle_type: Tensor, steps: int) -> Tensor:

@@ -26,16 +26,14 @@ refuse (:func:`.particles.read_trajectories`), naming the file, the trajectory a
 field, and refuses a damaged or foreign file with a ValueError that names it.
 
 A dataset whose metadata has a periodic axis (``periodic_boundary_conditions``, as the
-LagrangeBench datasets have) is read, and the axes kept in the metadata, but the simulator
-does not wrap displacements across the box yet: :func:`open_dataset` warns
-(:class:`PeriodicBoundaryWarning`).
+LagrangeBench datasets have) keeps it in its metadata, and the learned simulator wraps
+across those axes (:class:`structnets.models.gns.LearnedSimulator`).
 """
 
 from __future__ import annotations
 
 import importlib
 import struct
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +43,6 @@ from .particles import SimulationMetadata, Trajectory, _check, read_metadata, re
 
 __all__ = [
     "FORMATS",
-    "PeriodicBoundaryWarning",
     "DatasetFolder",
     "detect_format",
     "open_dataset",
@@ -61,10 +58,6 @@ _LAGRANGEBENCH_ALIASES = {"sequence_length": "sequence_length_train"}
 # many times its file's size; a header that says more is damaged (and reading it would
 # try to allocate all of it).
 _MAX_EXPANSION = 1100
-
-
-class PeriodicBoundaryWarning(UserWarning):
-    """A dataset with periodic axes, which the simulator does not wrap across yet."""
 
 
 def _require(module: str, purpose: str):
@@ -123,26 +116,14 @@ class DatasetFolder:
         return reader[self.format](self.split_file(split), self.metadata, **checks)
 
 
-def open_dataset(folder: str | Path, format: str = "auto", *, warn_periodic: bool = True) -> DatasetFolder:
-    """A dataset folder in one of :data:`FORMATS` (``auto``: by :func:`detect_format`), its metadata read.
-
-    Warns (:class:`PeriodicBoundaryWarning`) when the metadata has a periodic axis.
-    """
+def open_dataset(folder: str | Path, format: str = "auto") -> DatasetFolder:
+    """A dataset folder in one of :data:`FORMATS` (``auto``: by :func:`detect_format`), its metadata read."""
     if format not in FORMATS:
         raise ValueError(f"unknown dataset format {format!r}; expected one of {', '.join(FORMATS)}")
     folder = Path(folder)
     format = detect_format(folder) if format == "auto" else format
     aliases = _LAGRANGEBENCH_ALIASES if format == "lagrangebench" else None
     metadata = read_metadata(folder, aliases=aliases)
-    if warn_periodic and metadata.periodic:
-        warnings.warn(
-            f"{folder / 'metadata.json'}: periodic_boundary_conditions {metadata.periodic_boundary_conditions}: the "
-            "dataset is read, but the simulator does not wrap displacements across the periodic box yet, so a "
-            "particle crossing a periodic edge looks like a jump across the box and neighbours across the edge "
-            "are not connected",
-            PeriodicBoundaryWarning,
-            stacklevel=2,
-        )
     return DatasetFolder(folder, format, metadata)
 
 

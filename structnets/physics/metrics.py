@@ -4,7 +4,9 @@ Both figures are mean squared errors of positions (the box's units), averaged fi
 window's or a rollout's particles, dimensions and frames, then over windows or rollouts,
 as Sanchez-Gonzalez et al. (2020) report them. The baseline extrapolates the last
 velocity of the same history, ``x_{t+k} = x_t + k (x_t - x_{t-1})``: a model that does not
-beat it has learned nothing about forces.
+beat it has learned nothing about forces. In a periodic box every difference is the
+minimum-image one (LagrangeBench's periodic displacement), so a particle that crossed a face
+counts by how far it moved, not by the box's width.
 """
 
 from __future__ import annotations
@@ -41,12 +43,13 @@ def one_step_errors(model: LearnedSimulator, windows: TrajectoryWindows, chunk: 
         batch = windows.batch(chosen)
         history, target = batch.history, batch.target
         acceleration = model(history, batch.particle_type, batch.batch)
-        true_acceleration = (target - 2 * history[:, -1] + history[:, -2] - model.acc_mean) / model.acc_std
-        predicted = history[:, -1] + (history[:, -1] - history[:, -2]) + acceleration * model.acc_std + model.acc_mean
-        constant = 2 * history[:, -1] - history[:, -2]
-        for out, value in ((losses, acceleration - true_acceleration), (errors, predicted - target)):
+        true_acceleration = (model.target_acceleration(history, target) - model.acc_mean) / model.acc_std
+        velocity = model.displacement(history[:, -1], history[:, -2])
+        predicted = history[:, -1] + velocity + acceleration * model.acc_std + model.acc_mean
+        constant = history[:, -1] + velocity
+        for out, value in ((losses, acceleration - true_acceleration), (errors, model.displacement(predicted, target))):
             out.append(_per_window(value**2, batch.batch, len(chosen)))
-        baseline.append(_per_window((constant - target) ** 2, batch.batch, len(chosen)))
+        baseline.append(_per_window(model.displacement(constant, target) ** 2, batch.batch, len(chosen)))
     return {
         "loss": float(torch.cat(losses).mean()),
         "one_step_mse": float(torch.cat(errors).mean()),
@@ -70,10 +73,10 @@ def rollout_errors(
         steps = position.shape[0] - HISTORY - 1
         predicted = model.rollout(position[: HISTORY + 1], kind, steps)
         truth = position[HISTORY + 1 :]
-        velocity = position[HISTORY] - position[HISTORY - 1]
+        velocity = model.displacement(position[HISTORY], position[HISTORY - 1])
         constant = position[HISTORY] + velocity * torch.arange(1, steps + 1, device=device).view(-1, 1, 1)
-        errors.append(float(((predicted - truth) ** 2).mean()))
-        baseline.append(float(((constant - truth) ** 2).mean()))
+        errors.append(float((model.displacement(predicted, truth) ** 2).mean()))
+        baseline.append(float((model.displacement(constant, truth) ** 2).mean()))
         if saved is None:
             saved = (position.cpu().numpy(), torch.cat([position[: HISTORY + 1], predicted]).cpu().numpy())
     metrics: dict[str, Any] = {"rollout_mse": float(np.mean(errors)), "baseline_rollout_mse": float(np.mean(baseline))}

@@ -19,8 +19,8 @@ layouts are read here:
 LagrangeBench's HDF5 and DeepMind's TFRecord files are read by :mod:`structnets.physics.formats`,
 into the same types and through the same checks. ``metadata.json`` may also give
 ``periodic_boundary_conditions`` (one boolean per axis), ``dx`` and ``write_every``, as
-LagrangeBench's do; they are checked and kept, but the simulator does not yet wrap
-displacements across a periodic box.
+LagrangeBench's do; they are checked and kept, and the simulator wraps across the periodic
+axes.
 
 Every reader checks what it returns against the metadata. It refuses, naming the file and
 the field, a missing or malformed metadata field (``dim`` is the integer 2 or 3, never a
@@ -101,7 +101,7 @@ class SimulationMetadata:
 
     @property
     def periodic(self) -> bool:
-        """Whether any axis is periodic (the simulator ignores it so far: it never wraps)."""
+        """Whether any axis is periodic."""
         return bool(self.periodic_boundary_conditions and any(self.periodic_boundary_conditions))
 
     def to_json(self) -> dict:

@@ -6,6 +6,7 @@ both flows), degree 1 under ``max_num_neighbors=1`` (duplicates and batches incl
 1,000 random points against scipy's ``cKDTree``, over float16/bfloat16/float32/float64.
 """
 
+import itertools
 import math
 import warnings
 
@@ -429,3 +430,154 @@ def test_bad_input_is_named():
         radius_graph(torch.zeros(3, 2), 1.0, max_num_neighbors=0)
     with pytest.raises(ValueError, match="num_workers"):
         knn(torch.zeros(3, 2), torch.zeros(3, 2), 1, num_workers=0)
+
+
+# ----------------------------------------------------------------------------- periodic boxes
+
+
+def wrapped(x, low, side, mask):
+    """Coordinates shifted to the box's corner, wrapped on the periodic axes (float64)."""
+    u = x.double() - low
+    return torch.where(mask, torch.remainder(u, side), u)
+
+
+def minimum_image_d2(x, y, low, side, mask):
+    """[M, N] squared minimum-image distances, from the wrapped coordinates."""
+    d = wrapped(y, low, side, mask)[:, None] - wrapped(x, low, side, mask)[None]
+    d = torch.where(mask, d - side * torch.round(d / side), d)
+    return (d**2).sum(-1)
+
+
+def box_case(dim, seed, graphs=1, n=50, m=20):
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(dim, generator=g, dtype=torch.float64) * 4 - 2
+    side = 0.5 + torch.rand(dim, generator=g, dtype=torch.float64) * 2
+    mask = torch.rand(dim, generator=g) < 0.8
+    # Points fill the box, and some lie up to half a side outside it (a rollout steps out).
+    x = low + side * (torch.rand(n, dim, generator=g, dtype=torch.float64) * 1.4 - 0.2)
+    y = low + side * (torch.rand(m, dim, generator=g, dtype=torch.float64) * 1.4 - 0.2)
+    batch_x = torch.sort(torch.randint(0, graphs, (n,), generator=g)).values
+    batch_y = torch.sort(torch.randint(0, graphs, (m,), generator=g)).values
+    bounds = torch.stack([low, low + side], 1)
+    return x, y, batch_x, batch_y, low, side, mask, bounds
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.sampled_from([1, 2, 3, 4]),
+    st.floats(0.02, 0.49),
+    st.integers(1, 3),
+    st.booleans(),
+    st.integers(0, 10_000),
+)
+def test_periodic_radius_is_exact_against_brute_force_with_wrapped_coordinates(dim, fraction, graphs, loop, seed):
+    x, y, batch_x, batch_y, low, side, mask, bounds = box_case(dim, seed, graphs)
+    r = float(fraction * side[mask].min()) if mask.any() else float(fraction)
+    same = batch_x[:, None] == batch_x[None]
+    d2 = minimum_image_d2(x, x, low, side, mask)
+    ok = (d2 < r * r) & same
+    if not loop:
+        ok.fill_diagonal_(False)
+    centre, neighbour = ok.nonzero(as_tuple=True)
+    graph = torch.stack([neighbour, centre])
+    ok = (minimum_image_d2(x, y, low, side, mask) < r * r) & (batch_y[:, None] == batch_x[None])
+    bipartite = torch.stack(ok.nonzero(as_tuple=True))
+    for backend in ("kdtree", "cells"):
+        for box in (bounds, side if not low.any() else bounds):
+            got = radius_graph(x, r, batch_x, loop, None, box=box, periodic=mask, backend=backend)
+            assert torch.equal(got, graph), (backend, dim)
+        got = radius(x, y, r, batch_x, batch_y, None, batch_size=graphs, box=bounds, periodic=mask, backend=backend)
+        assert torch.equal(got, bipartite), (backend, dim)
+
+
+def test_periodic_radius_graph_finds_pairs_across_every_face_and_corner():
+    side = 1.0
+    for dim in (2, 3):
+        corners = torch.tensor(list(itertools.product((0.01, 0.99), repeat=dim)), dtype=torch.float64)
+        for backend in ("kdtree", "cells"):
+            edges = radius_graph(corners, 0.1, box=[side] * dim, max_num_neighbors=None, backend=backend)
+            # Every corner is within 0.02 * sqrt(dim) of every other one through the faces.
+            assert edges.shape[1] == len(corners) * (len(corners) - 1), (dim, backend)
+            assert radius_graph(corners, 0.1, backend=backend).shape[1] == 0
+            # Wrapping only the first axis links the corners that differ in that axis alone.
+            mask = [True] + [False] * (dim - 1)
+            edges = radius_graph(corners, 0.1, box=[side] * dim, periodic=mask, backend=backend)
+            assert edges.shape[1] == len(corners)
+            assert ((corners[edges[0]] - corners[edges[1]]).abs()[:, 1:] == 0).all()
+
+
+def test_periodic_float32_points_on_the_upper_face_are_wrapped_not_refused():
+    x = torch.tensor([[1.0, 0.5], [0.02, 0.5], [-1e-8, 0.5], [0.97, 0.5]], dtype=torch.float32)
+    for backend in ("kdtree", "cells"):
+        edges = radius_graph(x, 0.05, box=[1.0, 1.0], backend=backend)
+        assert pairs(edges) >= {(0, 1), (1, 0), (0, 2), (2, 0), (2, 3), (3, 2)}, backend
+
+
+def test_periodic_cap_keeps_the_nearest_minimum_image_neighbours():
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(400, 2, generator=g, dtype=torch.float64)
+    box = torch.ones(2, dtype=torch.float64)
+    d2 = minimum_image_d2(x, x, torch.zeros(2), box, torch.ones(2, dtype=torch.bool))
+    d2.fill_diagonal_(float("inf"))
+    with pytest.warns(NeighborCapWarning):
+        for backend in ("kdtree", "cells"):
+            edges = radius_graph(x, 0.2, max_num_neighbors=4, box=box, backend=backend)
+            for centre in range(0, 400, 37):
+                mine = edges[0, edges[1] == centre]
+                assert len(mine) == 4
+                assert set(mine.tolist()) == set(d2[centre].topk(4, largest=False).indices.tolist())
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.sampled_from([1, 2, 3]), st.integers(1, 8), st.integers(1, 3), st.booleans(), st.integers(0, 10_000))
+def test_periodic_knn_matches_brute_force(dim, k, graphs, loop, seed):
+    x, y, batch_x, batch_y, low, side, mask, bounds = box_case(dim, seed, graphs, n=40, m=15)
+    graph = knn_graph(x, k, batch_x, loop, box=bounds, periodic=mask)  # row 1 the centre
+    bipartite = knn(x, y, k, batch_x, batch_y, batch_size=graphs, box=bounds, periodic=mask)  # row 0 the centre
+    cases = (
+        (graph[1], graph[0], minimum_image_d2(x, x, low, side, mask), batch_x, not loop),
+        (bipartite[0], bipartite[1], minimum_image_d2(x, y, low, side, mask), batch_y, False),
+    )
+    for centres, neighbours, d2, batch_c, exclude in cases:
+        d2[batch_c[:, None] != batch_x[None]] = float("inf")
+        if exclude:
+            d2.fill_diagonal_(float("inf"))
+        for centre in range(d2.shape[0]):
+            mine = neighbours[centres == centre].tolist()
+            available = int(torch.isfinite(d2[centre]).sum())
+            assert len(mine) == min(k, available)
+            if mine and available > len(mine):
+                left = torch.ones(d2.shape[1], dtype=torch.bool)
+                left[mine] = False
+                assert d2[centre, mine].max() <= d2[centre][left].min()
+
+
+def test_periodic_knn_off_the_kdtree_matches_it():
+    x, _, batch, _, low, side, mask, bounds = box_case(3, 5, graphs=2, n=200)
+    from structnets.graphs.neighbors import _box_value, _knn_rows_periodic
+
+    box = _box_value(bounds, mask, 3, None)
+    u = box.wrap(x)
+    one = batch == 0
+    mine = _knn_rows_periodic(u[one], u[one], 6, True, box, chunk=64).sort(1).values
+    reference = knn_graph(x[one], 6, box=bounds, periodic=mask)[0].view(-1, 6)
+    assert torch.equal(mine, reference)
+
+
+def test_periodic_boxes_refuse_what_has_no_single_nearest_image():
+    x = torch.rand(10, 2)
+    with pytest.raises(ValueError, match=r"r=0.5 is not below half the periodic side on axis 0 \(1\)"):
+        radius_graph(x, 0.5, box=[1.0, 2.0])
+    assert radius_graph(x, 0.5, box=[1.0, 2.0], periodic=[False, True]).shape[0] == 2  # axis 0 does not wrap
+    with pytest.raises(ValueError, match=r"box must be \[2\] side lengths or \[2, 2\] bounds"):
+        radius_graph(x, 0.1, box=[1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="finite sides with low < high"):
+        radius_graph(x, 0.1, box=[[0.0, 1.0], [1.0, 1.0]])
+    with pytest.raises(ValueError, match="finite sides"):
+        radius(x, x, 0.1, box=[1.0, float("nan")])
+    with pytest.raises(ValueError, match="periodic must be 2 booleans"):
+        radius_graph(x, 0.1, box=[1.0, 1.0], periodic=[1, 0])
+    with pytest.raises(ValueError, match="periodic= needs box="):
+        knn_graph(x, 2, periodic=[True, True])
+    with pytest.raises(ValueError, match="pass one of cosine or box"):
+        knn(x, x, 2, cosine=True, box=[1.0, 1.0])

@@ -96,6 +96,69 @@ def test_the_physics_fields_metadata_is_accepted():
     assert_close(model.bounds, torch.tensor([[0.1, 0.9], [0.1, 0.9]]))
 
 
+@dataclass(frozen=True)
+class _PeriodicMetadata(_Metadata):
+    bounds: tuple = ((0.0, 1.0), (-0.5, 0.5), (0.0, 2.0))
+    default_connectivity_radius: float = 0.2
+    dim: int = 3
+    vel_mean: tuple = (0.0, 0.0, 0.0)
+    vel_std: tuple = (1e-2, 1e-2, 1e-2)
+    acc_mean: tuple = (0.0, 0.0, 0.0)
+    acc_std: tuple = (1e-3, 1e-3, 1e-3)
+    periodic_boundary_conditions: tuple = (True, True, False)
+
+
+def _periodic_case(n: int = 120):
+    torch.manual_seed(3)
+    model = LearnedSimulator(_PeriodicMetadata(), GNSConfig(latent_size=16, message_passing_steps=2)).double()
+    low, high = model.bounds[:, 0].double(), model.bounds[:, 1].double()
+    start = low + (high - low) * torch.rand(n, 1, 3, dtype=torch.double)
+    history = start + torch.randn(n, 6, 3, dtype=torch.double).cumsum(1) * 5e-3
+    return model, model.wrap(history), torch.randint(0, 9, (n,))
+
+
+def test_a_periodic_simulator_is_unchanged_by_a_shift_around_its_box():
+    model, history, kinds = _periodic_case()
+    before = model(history, kinds)
+    # Shifting every particle along the periodic axes and wrapping them back changes nothing;
+    # many particles now sit on the other side of a face from their neighbours and their own past.
+    shift = torch.tensor([0.37, 0.81, 0.0], dtype=torch.double)
+    shifted = model.wrap(history + shift)
+    assert (shifted[:, 1:] - shifted[:, :-1]).abs().max() > 0.5  # raw differences jump across the box
+    assert_close(model(shifted, kinds), before, atol=1e-9, rtol=0)
+    # Along the axis with walls it is not a symmetry: the wall features see the shift.
+    walled = history + torch.tensor([0.0, 0.0, 0.05], dtype=torch.double)
+    assert (model(walled, kinds) - before).abs().max() > 1e-4
+    # The graph links neighbours through the faces, the minimum image's distance under the radius.
+    senders, receivers = model.graph(history[:, -1])
+    gap = model.displacement(history[senders, -1], history[receivers, -1])
+    assert bool((gap.norm(dim=1) < model.radius).all())
+    raw = (history[senders, -1] - history[receivers, -1]).norm(dim=1)
+    assert bool((raw > 0.5).any())  # some edges cross a face
+
+
+def test_a_periodic_step_wraps_and_has_no_wall_features_on_periodic_axes():
+    model, history, kinds = _periodic_case()
+    # Node inputs: 5 velocities and the type embedding, walls only on the one walled axis.
+    assert model.node_encoder[0].in_features == 5 * 3 + 16 + 2
+    nxt = model.step(history, kinds)
+    low, high = model.bounds[:, 0].double(), model.bounds[:, 1].double()
+    assert bool(((nxt[:, :2] >= low[:2]) & (nxt[:, :2] < high[:2])).all())
+    # The step is the minimum-image velocity plus the acceleration, wrapped.
+    acceleration = model(history, kinds) * model.acc_std + model.acc_mean
+    velocity = model.displacement(history[:, -1], history[:, -2])
+    assert_close(model.displacement(nxt, history[:, -1]), velocity + acceleration, atol=1e-12, rtol=0)
+    truth = model.wrap(history[:, -1] + velocity + 1e-4)
+    assert_close(model.target_acceleration(history, truth), torch.full_like(velocity, 1e-4), atol=1e-12, rtol=0)
+
+
+def test_a_periodic_radius_of_half_the_box_is_refused():
+    bad = GNSConfig(latent_size=8, message_passing_steps=1, connectivity_radius=0.5)
+    with pytest.raises(ValueError, match=r"radius 0.5 is not below half the periodic box's side on axis 0 \(1\)"):
+        LearnedSimulator(_PeriodicMetadata(), bad)
+    assert LearnedSimulator(_PeriodicMetadata(), GNSConfig(connectivity_radius=0.3)).radius == 0.3
+
+
 def test_state_dict_keys_are_those_of_trained_checkpoints():
     model = LearnedSimulator(_Metadata(), GNSConfig(latent_size=8, message_passing_steps=2, mlp_layers=1))
     mlp = ["0", "2", "3"]  # Linear, (ReLU), Linear, LayerNorm

@@ -5,7 +5,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import warnings
 from pathlib import Path
 
 import h5py
@@ -17,7 +16,6 @@ from tfrecord.reader import tfrecord_loader
 from tfrecord.writer import TFRecordWriter
 
 from structnets.physics.formats import (
-    PeriodicBoundaryWarning,
     detect_format,
     open_dataset,
     read_lagrangebench,
@@ -84,8 +82,7 @@ def lennard_jones(data_dir):
 
 
 def test_real_lagrangebench_dataset(lennard_jones):
-    with pytest.warns(PeriodicBoundaryWarning, match=r"periodic_boundary_conditions \[True, True, True\]"):
-        dataset = open_dataset(lennard_jones)
+    dataset = open_dataset(lennard_jones)
     assert dataset.format == "lagrangebench" and detect_format(lennard_jones) == "lagrangebench"
     metadata, raw = dataset.metadata, json.loads((lennard_jones / "metadata.json").read_text())
     assert metadata.dim == 3 and metadata.dt == 0.005 and metadata.dx == 1.4 and metadata.write_every is None
@@ -119,9 +116,7 @@ def test_lagrangebench_round_trip_and_detection(tmp_path):
     for split in ("train", "valid", "test"):
         _write_h5(tmp_path / f"{split}.h5", written)
     (tmp_path / "metadata.json").write_text(json.dumps(_LAGRANGEBENCH))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", PeriodicBoundaryWarning)  # no periodic axis: no warning
-        dataset = open_dataset(tmp_path)
+    dataset = open_dataset(tmp_path)
     assert dataset.format == "lagrangebench" and dataset.metadata.sequence_length == 12
     assert dataset.metadata.write_every == 100 and not dataset.metadata.periodic
     back = dataset.read("valid")
@@ -340,17 +335,20 @@ def test_tfrecord_refusals_name_file_record_and_field(tmp_path, case, message):
         read_tfrecord(path, SimulationMetadata(**_DEEPMIND), particle_types=9)
 
 
-def test_commands_read_lagrangebench_and_tfrecord_folders(lennard_jones, tmp_path, one_thread):
+def test_commands_read_lagrangebench_and_tfrecord_folders(lennard_jones, tmp_path, one_thread, capsys):
     from structnets.cli import main
 
     small = ["--latent-size", "16", "--message-passing-steps", "2", "--steps", "3", "--no-progress"]
     run = str(tmp_path / "lj")
-    with pytest.warns(PeriodicBoundaryWarning):
-        assert main(["simulate", "train", "--data", str(lennard_jones), "--out", run, *small]) == 0
+    # Its connectivity radius, 3.0, is not below half the box (5): a pair would have two nearest images.
+    assert main(["simulate", "train", "--data", str(lennard_jones), "--out", run, *small]) == 2
+    assert "radius 3 is not below half the periodic box's side on axis 0 (5)" in capsys.readouterr().err
+    small += ["--connectivity-radius", "2.4"]
+    assert main(["simulate", "train", "--data", str(lennard_jones), "--out", run, *small]) == 0
     assert load_checkpoint(run).extra["metadata"]["periodic_boundary_conditions"] == [True, True, True]
-    with pytest.warns(PeriodicBoundaryWarning):
-        args = ["--data", str(lennard_jones), "--format", "lagrangebench", "--out", str(tmp_path / "ev")]
-        assert main(["simulate", "evaluate", "--model", run, *args]) == 0
+    assert load_checkpoint(run).model_config["connectivity_radius"] == 2.4
+    args = ["--data", str(lennard_jones), "--format", "lagrangebench", "--out", str(tmp_path / "ev")]
+    assert main(["simulate", "evaluate", "--model", run, *args]) == 0
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert metrics["trajectories"] == 1 and np.isfinite(metrics["rollout_mse"])
 

@@ -22,6 +22,13 @@ class ConstantAcceleration(nn.Module):
     def forward(self, history: Tensor, particle_type: Tensor, batch: Tensor | None = None) -> Tensor:
         return ((self.acceleration - self.acc_mean) / self.acc_std).expand(history.shape[0], 2)
 
+    @staticmethod
+    def displacement(to: Tensor, start: Tensor) -> Tensor:  # no periodic axes
+        return to - start
+
+    def target_acceleration(self, history: Tensor, target: Tensor) -> Tensor:
+        return target - 2 * history[:, -1] + history[:, -2]
+
     def rollout(self, initial: Tensor, particle_type: Tensor, steps: int) -> Tensor:
         previous, current, out = initial[-2], initial[-1], []
         for _ in range(steps):
