@@ -35,7 +35,7 @@ from ..train.checkpoint import Checkpoint, RunDirectory, atomic_write, load_chec
 from ..train.distributed import distributed, shard
 from ..train.engine import LRSchedule, TrainConfig, fit, seed_everything
 from .formats import FORMATS, open_dataset
-from .metrics import one_step_errors, rollout_errors
+from .metrics import one_step_errors, rollout_errors, rollouts
 from .particles import convert_gns
 from .render import render
 from .windows import TrajectoryWindows
@@ -188,10 +188,14 @@ def _save_rollout(path: Path, truth: np.ndarray, predicted: np.ndarray, bounds: 
 
 def evaluate(
     run: Path, data: Path, split: str, out: Path, max_trajectories: int | None = None, device: str = "cpu",
-    data_format: str = "auto",
+    data_format: str = "auto", *, sinkhorn: bool = True, save_rollouts: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
-    """One-step and rollout MSE of the model and of constant velocity; writes ``out/metrics.json``,
-    ``out/timing.json`` and ``out/rollout.npz`` (the first trajectory, for :func:`render`)."""
+    """One-step and rollout MSE of the model and of constant velocity, and LagrangeBench's
+    rollout figures for both (:func:`.metrics.rollout_metrics`: MSE over the first 5 and 20
+    frames, kinetic-energy error, Sinkhorn divergence unless ``sinkhorn`` is False); writes
+    ``out/metrics.json``, ``out/timing.json`` and ``out/rollout.npz`` (the first trajectory,
+    for :func:`render`), and with ``save_rollouts`` ``out/rollouts.npz``: ``predicted_K`` and
+    ``truth_K`` ``[T - 6, N, D]`` for every trajectory ``K``, the predicted frames only."""
     out = RunDirectory.check_target(out)
     if max_trajectories is not None and max_trajectories < 1:
         raise ValueError(f"--max-trajectories {max_trajectories} must be at least 1")
@@ -201,8 +205,10 @@ def evaluate(
     trajectories = trajectories[:max_trajectories]
     one_step = one_step_errors(model, TrajectoryWindows(trajectories, every=5, device=device))  # every 5th window
     started = time.perf_counter()
-    rollout, (truth, predicted) = rollout_errors(model, trajectories, device)
-    rollout_steps = sum(t.position.shape[0] - HISTORY - 1 for t in trajectories)
+    rollout, _ = rollout_errors(model, trajectories[:1], device)  # timed alone: the figures below cost more
+    rollout_steps = trajectories[0].position.shape[0] - HISTORY - 1
+    seconds = time.perf_counter() - started
+    rollout, (truth, predicted) = rollout_errors(model, trajectories, device, lagrangebench=True, sinkhorn=sinkhorn)
     metrics = {
         "split": split,
         "trajectories": len(trajectories),
@@ -211,8 +217,17 @@ def evaluate(
         "baseline_one_step_mse": one_step["baseline_one_step_mse"],
         "baseline_rollout_mse": rollout["baseline_rollout_mse"],
         "rollout_ratio_to_baseline": rollout["rollout_mse"] / rollout["baseline_rollout_mse"],
+        **{k: v for k, v in rollout.items() if k not in ("rollout_mse", "baseline_rollout_mse")},
     }
-    timing = {"rollout_steps_per_second": rollout_steps / (time.perf_counter() - started)}
+    timing = {"rollout_steps_per_second": rollout_steps / seconds}
+    if save_rollouts:
+        arrays = {}
+        for k, (position, rolled) in enumerate(rollouts(model, trajectories, device)):
+            arrays[f"predicted_{k}"] = rolled.cpu().numpy()
+            arrays[f"truth_{k}"] = position[HISTORY + 1 :].cpu().numpy()
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        atomic_write(out / "rollouts.npz", buffer.getvalue())
     atomic_write(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     atomic_write(out / "timing.json", json.dumps(timing, indent=2) + "\n")
     _save_rollout(out / "rollout.npz", truth, predicted, metadata.bounds)
@@ -249,6 +264,14 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     _model_and_data(ev)
     ev.add_argument("--out", required=True, type=Path, help="directory for metrics.json and rollout.npz (required)")
     ev.add_argument("--max-trajectories", type=int, help="evaluate only the first N trajectories (default: all)")
+    ev.add_argument(
+        "--sinkhorn", action=argparse.BooleanOptionalAction, default=True,
+        help="compute the Sinkhorn divergence of every 10th frame, the slowest figure (default: on)",
+    )  # fmt: skip
+    ev.add_argument(
+        "--save-rollouts", action="store_true",
+        help="also write OUT/rollouts.npz: predicted_K and truth_K per trajectory, to score elsewhere (default: off)",
+    )  # fmt: skip
     ev.set_defaults(func=_evaluate_cli)
     ro = actions.add_parser("rollout", help="roll one trajectory out and save truth and prediction as npz")
     _model_and_data(ro)
@@ -336,10 +359,21 @@ def _print(metrics: dict) -> None:
         f"rollout MSE {metrics['rollout_mse']:.3g} (constant velocity {metrics['baseline_rollout_mse']:.3g}, "
         f"ratio {metrics['rollout_ratio_to_baseline']:.3f})"
     )
+    shown = [name for name in ("rollout_mse5", "rollout_mse20", "e_kin", "sinkhorn") if name in metrics]
+    if shown:
+        print(
+            "LagrangeBench's figures: "
+            + ", ".join(f"{n} {metrics[n]:.3g} (constant velocity {metrics['baseline_' + n]:.3g})" for n in shown)
+        )
 
 
 def _evaluate_cli(args: argparse.Namespace) -> int:
-    _print(evaluate(args.model, args.data, args.split, args.out, args.max_trajectories, args.device, args.data_format))
+    _print(
+        evaluate(
+            args.model, args.data, args.split, args.out, args.max_trajectories, args.device, args.data_format,
+            sinkhorn=args.sinkhorn, save_rollouts=args.save_rollouts,
+        )
+    )  # fmt: skip
     print(f"wrote {args.out}/metrics.json, rollout.npz")
     return 0
 

@@ -102,8 +102,16 @@ def test_simulate_command_line(tmp_path, capsys, one_thread):
     small = ["--latent-size", "16", "--message-passing-steps", "2", "--steps", "5", "--no-progress"]
     assert main(["simulate", "train", "--data", data, "--out", run, *small, "--final-lr", "1e-4"]) == 0
     assert load_checkpoint(run).task_config["train"]["min_lr_ratio"] == pytest.approx(0.1)
-    assert main(["simulate", "evaluate", "--model", run, "--data", data, "--out", str(tmp_path / "ev")]) == 0
-    assert "rollout MSE" in capsys.readouterr().out
+    ev = ["simulate", "evaluate", "--model", run, "--data", data, "--out", str(tmp_path / "ev"), "--save-rollouts"]
+    assert main(ev) == 0
+    printed = capsys.readouterr().out
+    assert "rollout MSE" in printed and "LagrangeBench's figures: rollout_mse5" in printed and "sinkhorn" in printed
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    for name in ("rollout_mse5", "e_kin", "sinkhorn"):
+        assert np.isfinite(metrics[name]) and np.isfinite(metrics["baseline_" + name])
+    with np.load(tmp_path / "ev" / "rollouts.npz") as saved:
+        assert sorted(saved.files) == ["predicted_0", "truth_0"]
+        assert saved["predicted_0"].shape == saved["truth_0"].shape and saved["truth_0"].shape[0] == 20 - 6
     gif = str(tmp_path / "r.gif")
     assert main(["simulate", "render", "--rollout", str(tmp_path / "ev" / "rollout.npz"), "--out", gif]) == 0
     one = str(tmp_path / "one.npz")
