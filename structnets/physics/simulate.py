@@ -53,6 +53,9 @@ class SimulateConfig:
         latent_size: width of the latent node and edge states and of every MLP.
         message_passing_steps: interaction networks in the processor (weights not shared).
         noise_std: random-walk noise on the last input position (6.7e-4 as in the paper for water).
+        relative_noise: the noise as a multiple of the data's mean velocity spread (vel_std); overrides noise_std.
+        pushforward_steps: at most this many steps of the model's own before a training step (0: off).
+        pushforward_probability: the share of training steps that begin with such steps.
         connectivity_radius: the neighbour graph's radius (none: the dataset's default_connectivity_radius).
         train: the engine's settings; batch_size counts windows (whole scenes) per step.
     """
@@ -60,6 +63,9 @@ class SimulateConfig:
     latent_size: int = 128
     message_passing_steps: int = 10
     noise_std: float = 6.7e-4
+    relative_noise: float | None = None
+    pushforward_steps: int = 0
+    pushforward_probability: float = 0.2
     connectivity_radius: float | None = None
     # Exponential decay from lr to lr / 100 over the steps, or over the clock when the
     # time budget ends the run first.
@@ -86,9 +92,23 @@ class SimulateConfig:
         )
 
 
-def _noisy_loss(noise_std: float, model: LearnedSimulator):
+def _noise_std(config: SimulateConfig, metadata: Any) -> float:
+    """The noise's standard deviation: ``noise_std``, or ``relative_noise`` times the data's
+    mean per-frame velocity spread (``vel_std``) when that is set."""
+    if config.relative_noise is None:
+        return config.noise_std
+    return config.relative_noise * float(np.mean(metadata.vel_std))
+
+
+def _noisy_loss(noise_std: float, model: LearnedSimulator, pushforward: int = 0, probability: float = 0.0):
+    """The training loss: MSE of the normalised acceleration from a noisy history.
+
+    With ``pushforward`` (LagrangeBench's pushforward trick, Brandstetter et al. 2022), a
+    batch is, with ``probability``, first stepped ``1 .. pushforward`` times by the model
+    itself without gradients, and the loss taken on the next step from there against the
+    true frame: the model learns to steer its own drift back, as in a rollout.
+    """
     velocity_noise = noise_std / math.sqrt(HISTORY)
-    acc_mean, acc_std = model.acc_mean, model.acc_std
 
     def loss_fn(net: torch.nn.Module, batch: Any) -> torch.Tensor:
         history = batch.history
@@ -98,8 +118,19 @@ def _noisy_loss(noise_std: float, model: LearnedSimulator):
         noise = torch.randn(history.shape[0], HISTORY, history.shape[2], device=history.device) * velocity_noise
         noise = torch.cat([torch.zeros_like(noise[:, :1]), noise.cumsum(1)], 1)  # [N, 6, D]
         noisy = history + noise
-        target_acc = model.target_acceleration(noisy, batch.target + noise[:, -1])
-        return F.mse_loss(net(noisy, batch.particle_type, batch.batch), (target_acc - acc_mean) / acc_std)
+        unrolls = 0
+        if pushforward and float(torch.rand(())) < probability:
+            unrolls = int(torch.randint(1, pushforward + 1, ()))
+        if unrolls:
+            with torch.no_grad():
+                for _ in range(unrolls):
+                    stepped = model.step(noisy, batch.particle_type, batch.batch)
+                    noisy = torch.cat([noisy[:, 1:], stepped.unsqueeze(1)], 1)
+            target_acc = model.target_acceleration(noisy, batch.future[:, unrolls - 1])
+        else:
+            target_acc = model.target_acceleration(noisy, batch.target + noise[:, -1])
+        prediction = net(noisy, batch.particle_type, batch.batch)
+        return F.mse_loss(prediction, (target_acc - model.acc_mean) / model.acc_std)
 
     return loss_fn
 
@@ -133,7 +164,8 @@ def train(config: SimulateConfig, data: Path, out: Path, data_format: str = "aut
         device = torch.device(settings.device)
         dataset, kinds = open_dataset(data, data_format), config.gns.particle_types
         metadata = dataset.metadata
-        windows = TrajectoryWindows(dataset.read("train", particle_types=kinds), device=device)
+        train_set = dataset.read("train", particle_types=kinds)
+        windows = TrajectoryWindows(train_set, device=device, future=config.pushforward_steps)
         valid_set = dataset.read("valid", particle_types=kinds) if dataset.has("valid") else None
         held_out = TrajectoryWindows(valid_set, every=5, device=device) if valid_set is not None else None
         if settings.resume is not None:
@@ -152,7 +184,9 @@ def train(config: SimulateConfig, data: Path, out: Path, data_format: str = "aut
 
         result = fit(
             model,
-            _noisy_loss(config.noise_std, model),
+            _noisy_loss(
+                _noise_std(config, metadata), model, config.pushforward_steps, config.pushforward_probability
+            ),
             batches,
             settings,
             validate=validate if held_out is not None else None,

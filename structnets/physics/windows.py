@@ -36,6 +36,9 @@ class TrajectoryWindows:
         trajectories: the split's trajectories (they may differ in frames and particles).
         every: stride between a trajectory's windows (1: all of them).
         device: where the positions are kept and the batches go.
+        future: true frames kept after each window's target, ``future`` ``[N, future, D]``
+            (for pushforward training: the targets of steps taken from the model's own
+            predictions); windows without that many frames after them are left out.
 
     Example::
 
@@ -43,9 +46,14 @@ class TrajectoryWindows:
         batch = windows.batch(torch.tensor([0, 17]))   # batch.history, .target, .particle_type, .batch
     """
 
-    def __init__(self, trajectories: Sequence[Trajectory], every: int = 1, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self, trajectories: Sequence[Trajectory], every: int = 1, device: torch.device | str = "cpu", future: int = 0
+    ) -> None:
         if not trajectories:
             raise ValueError("no trajectories to take windows from")
+        if future < 0:
+            raise ValueError(f"future must be 0 or more frames, got {future}")
+        self.future = future
         self.device = torch.device(device)
         self.particles = PackedGraphs(
             [
@@ -64,7 +72,11 @@ class TrajectoryWindows:
             position[start : start + count, :steps] = torch.from_numpy(trajectory.position).transpose(0, 1)
         self.position = position.to(self.device)  # [particles, frames, D]; frames past a trajectory's end unused
         self.index = torch.tensor(
-            [(k, t) for k, traj in enumerate(trajectories) for t in range(HISTORY, traj.position.shape[0] - 1, every)],
+            [
+                (k, t)
+                for k, traj in enumerate(trajectories)
+                for t in range(HISTORY, traj.position.shape[0] - 1 - future, every)
+            ],
             dtype=torch.long,
         ).reshape(-1, 2)
 
@@ -76,9 +88,11 @@ class TrajectoryWindows:
         trajectory, frame = self.index[torch.as_tensor(chosen, dtype=torch.long)].unbind(1)
         out = self.particles.batch(trajectory)
         nodes = ranges(self.particles.node_start[trajectory], self.particles.nodes[trajectory])
-        frames = (frame - HISTORY)[out.batch].unsqueeze(1) + torch.arange(HISTORY + 2)  # [N, 7]
-        window = self.position[nodes.to(self.device).unsqueeze(1), frames.to(self.device)]  # [N, 7, D]
+        frames = (frame - HISTORY)[out.batch].unsqueeze(1) + torch.arange(HISTORY + 2 + self.future)  # [N, 7 + f]
+        window = self.position[nodes.to(self.device).unsqueeze(1), frames.to(self.device)]  # [N, 7 + f, D]
         if self.device.type != "cpu":
             out = out.to(self.device)
-        out.history, out.target = window[:, :-1], window[:, -1]
+        out.history, out.target = window[:, : HISTORY + 1], window[:, HISTORY + 1]
+        if self.future:
+            out.future = window[:, HISTORY + 2 :]
         return out

@@ -305,3 +305,40 @@ def test_particle_types_beyond_the_embedding_are_refused_before_training(ballist
     evaluate_args = ["simulate", "evaluate", "--model", str(tmp_path), "--data", str(ballistic), "--out", str(tmp_path)]
     assert main([*evaluate_args, "--max-trajectories", "0"]) == 2
     assert "--max-trajectories 0 must be at least 1" in capsys.readouterr().err
+
+
+def test_pushforward_steps_the_model_first_and_scores_the_next_true_frame(ballistic):
+    from structnets.physics.simulate import _noise_std, _noisy_loss
+    from structnets.physics.windows import TrajectoryWindows
+
+    torch.manual_seed(0)
+    metadata = read_metadata(ballistic)
+    model = LearnedSimulator(metadata, GNSConfig(latent_size=16, message_passing_steps=2))
+    windows = TrajectoryWindows(read_trajectories(ballistic / "train.npz", metadata), future=2)
+    batch = windows.batch([0, 3])
+    expected, history = {}, batch.history
+    for unrolls in (1, 2):
+        with torch.no_grad():
+            history = torch.cat([history[:, 1:], model.step(history, batch.particle_type, batch.batch)[:, None]], 1)
+        target = (model.target_acceleration(history, batch.future[:, unrolls - 1]) - model.acc_mean) / model.acc_std
+        loss = torch.nn.functional.mse_loss(model(history, batch.particle_type, batch.batch), target)
+        expected[unrolls] = float(loss)
+    assert abs(expected[1] - expected[2]) > 1e-6 * expected[1]
+    # With probability 1 and at most 2 steps, every loss is that after 1 or 2 of the model's steps.
+    loss_fn = _noisy_loss(0.0, model, pushforward=2, probability=1.0)
+    seen = set()
+    for seed in range(12):
+        torch.manual_seed(seed)
+        value = float(loss_fn(model, batch))
+        seen |= {k for k, v in expected.items() if v == pytest.approx(value, rel=1e-5)}
+        assert any(v == pytest.approx(value, rel=1e-5) for v in expected.values())
+    assert seen == {1, 2}
+    # Without pushforward it is the one-step loss against the next frame.
+    plain = _noisy_loss(0.0, model)(model, batch)
+    target = (model.target_acceleration(batch.history, batch.target) - model.acc_mean) / model.acc_std
+    one_step = torch.nn.functional.mse_loss(model(batch.history, batch.particle_type, batch.batch), target)
+    assert float(plain) == pytest.approx(float(one_step), rel=1e-5)
+    # The relative noise scales with the data's velocity spread.
+    config = SimulateConfig(relative_noise=0.5)
+    assert _noise_std(config, metadata) == pytest.approx(0.5 * float(np.mean(metadata.vel_std)))
+    assert _noise_std(SimulateConfig(), metadata) == 6.7e-4

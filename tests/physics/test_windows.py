@@ -39,3 +39,17 @@ def test_every_takes_a_stride_and_empty_input_is_refused():
     assert windows.index.tolist() == [[0, 5], [0, 8], [1, 5]]
     with pytest.raises(ValueError, match="no trajectories"):
         TrajectoryWindows([])
+
+
+def test_future_frames_follow_the_target_and_shorten_the_index():
+    trajectories = _trajectories()
+    windows = TrajectoryWindows(trajectories, future=2)
+    assert len(windows) == (10 - 6 - 2) + (8 - 6 - 2)
+    batch = windows.batch(torch.arange(len(windows)))
+    for w, (k, t) in enumerate(windows.index.tolist()):
+        rows = batch.batch == w
+        expected = torch.from_numpy(trajectories[k].position[t + 2 : t + 4]).transpose(0, 1)
+        torch.testing.assert_close(batch.future[rows], expected)
+    assert not hasattr(TrajectoryWindows(trajectories).batch([0]), "future")
+    with pytest.raises(ValueError, match="future must be 0 or more"):
+        TrajectoryWindows(trajectories, future=-1)
