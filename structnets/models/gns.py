@@ -39,6 +39,7 @@ from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from ..core.propagate import is_graph_data, propagate
 from ..core.schedules import Synchronous
@@ -119,14 +120,26 @@ class _EdgeUpdate(MLP):
     """``e' = e + MLP([e, v_s, v_r])``, an edge step of the synchronous schedule.
 
     The module is the MLP itself, so its parameters keep the names ``edge_updates.{i}.{k}``
-    that trained checkpoints have.
+    that trained checkpoints have. Its first layer is applied as ``W_e e + (W_s v)[s] + (W_r
+    v)[r]``, the same product split by the blocks of ``W``: the node blocks multiply the N
+    node states once instead of their E copies on the edges (a graph of water has 10-20
+    edges per node), which takes two thirds of the first layer's work off the edges.
     """
 
     def __init__(self, latent: int, layers: int) -> None:
         super().__init__([3 * latent] + [latent] * layers + [latent], norm=nn.LayerNorm)
 
     def forward(self, edges: Tensor, nodes: Tensor, edge_index: Tensor) -> Tensor:
-        return edges + super().forward(torch.cat([edges, nodes[edge_index[0]], nodes[edge_index[1]]], -1))
+        first, latent = self[0], edges.shape[-1]
+        weight = first.weight
+        blocks = torch.cat([weight[:, latent : 2 * latent], weight[:, 2 * latent :]])  # [2 hidden, L]
+        ends = F.linear(nodes, blocks)  # [N, 2 hidden]: each node as a sender, then as a receiver
+        hidden = F.linear(edges, weight[:, :latent], first.bias)
+        width = weight.shape[0]
+        hidden = hidden + ends[edge_index[0], :width] + ends[edge_index[1], width:]
+        for layer in list(self)[1:]:
+            hidden = layer(hidden)
+        return edges + hidden
 
 
 class _NodeUpdate(nn.Module):
