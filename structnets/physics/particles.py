@@ -191,6 +191,11 @@ def read_metadata(path: str | Path, *, aliases: dict[str, str] | None = None) ->
     fields["sequence_length"] = length
     periodic = raw.get("periodic_boundary_conditions")
     if periodic is not None:
+        # LagrangeBench's 2D datasets list three axes (JAX-SPH's boxes are 3D); the third names
+        # no axis of the data. It is read only when it agrees with the others, so a 2D
+        # file that wraps neither axis but says [false, false, true] is still refused.
+        if dim == 2 and isinstance(periodic, list) and len(periodic) == 3 and periodic[2] in periodic[:2]:
+            periodic = periodic[:2]
         if not (isinstance(periodic, list) and len(periodic) == dim and all(type(v) is bool for v in periodic)):
             raise ValueError(
                 f"{path}: field 'periodic_boundary_conditions' must be {dim} booleans, got {_show(periodic)}"

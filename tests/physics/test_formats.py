@@ -107,6 +107,13 @@ def test_real_lagrangebench_dataset(lennard_jones):
     assert SimulationMetadata(**metadata.to_json()) == metadata
 
 
+def test_lagrangebench_2d_metadata_lists_three_periodic_axes(tmp_path):
+    # LagrangeBench's 2D TGV and RPF metadata say [true, true, true]: JAX-SPH's box is 3D.
+    (tmp_path / "metadata.json").write_text(json.dumps({**_LAGRANGEBENCH, "periodic_boundary_conditions": [True] * 3}))
+    metadata = read_metadata(tmp_path, aliases={"sequence_length": "sequence_length_train"})
+    assert metadata.periodic_boundary_conditions == [True, True] and metadata.periodic
+
+
 def test_lagrangebench_round_trip_and_detection(tmp_path):
     rng = np.random.default_rng(0)
     written = {
@@ -138,6 +145,8 @@ def test_lagrangebench_round_trip_and_detection(tmp_path):
 def test_lagrangebench_metadata_fields(tmp_path):
     for changes, message in (
         ({"periodic_boundary_conditions": [True]}, "'periodic_boundary_conditions' must be 2 booleans, got [True]"),
+        ({"periodic_boundary_conditions": [False, False, True]}, "must be 2 booleans, got [False, False, True]"),
+        ({"periodic_boundary_conditions": [True, True, True, True]}, "must be 2 booleans"),
         ({"periodic_boundary_conditions": [1, 0]}, "'periodic_boundary_conditions' must be 2 booleans"),
         ({"dx": -0.1}, "field 'dx' must be a positive finite number, got -0.1"),
         ({"write_every": 1.5}, "field 'write_every' must be a positive integer, got 1.5"),
