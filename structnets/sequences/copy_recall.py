@@ -45,7 +45,7 @@ from .copy_recall_config import TASK_DEFAULTS, MemoryTaskConfig, check_capacity,
 from .copy_recall_data import Task, TaskBatch, bit_errors, masked_loss
 from .plots import save_figure, training_figure, weightings_figure
 from .streams import stream_of, without_epoch
-from .threads import torch_threads
+from ..train.threads import torch_threads
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

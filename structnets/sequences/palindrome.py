@@ -45,7 +45,7 @@ from .palindrome_config import PalindromeConfig
 from .palindrome_data import sample_fixed_length, sample_training_batch
 from .plots import accuracy_figure
 from .streams import stream_of, without_epoch
-from .threads import torch_threads
+from ..train.threads import torch_threads
 
 __all__ = [
     "TASK", "SUMMARY_LENGTHS", "PalindromeConfig", "Outcome", "build_model", "train", "evaluate", "run", "load_model",

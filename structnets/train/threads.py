@@ -1,4 +1,4 @@
-"""A scoped torch thread count, for the sequence tasks whose steps are many small operations."""
+"""A scoped torch thread count, for tasks whose steps are many small operations (sequence models, the SPH solver)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
-"""Tests for the scoped torch thread count (structnets.sequences.threads)."""
+"""Tests for the scoped torch thread count (structnets.train.threads)."""
 
 import pytest
 import torch
 
-from structnets.sequences.threads import torch_threads
+from structnets.train.threads import torch_threads
 
 
 def test_the_count_holds_inside_and_is_restored_even_after_an_error():
