@@ -282,6 +282,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     for split, count in (("train", 8), ("valid", 2), ("test", 2)):
         gen.add_argument(f"--{split}", type=int, default=count, help=f"{split} trajectories (default: {count})")
     gen.add_argument("--seed", type=int, default=0, help="seed of the scenes' random blocks of fluid (default: 0)")
+    _scene(gen, default="drop")
     gen.set_defaults(func=_generate_cli)
     tr = actions.add_parser("train", help="train the learned simulator on a dataset")
     tr.add_argument("--data", required=True, type=Path, help="dataset directory from `generate` (required)")
@@ -319,6 +320,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     re.set_defaults(func=lambda args: print(f"wrote {render(args.rollout, args.out, args.every)}") or 0)
     demo = actions.add_parser("demo", help="generate, train a few minutes, evaluate, render: the physics rollout demo")
     demo.add_argument("--out", required=True, type=Path, help="directory for data/, model/ and the results (required)")
+    _scene(demo, default="dam_break")
     demo.add_argument("--minutes", type=float, default=4.0, help="training time in minutes (default: 4.0)")
     demo.add_argument("--max-seconds", type=float, help="training time in seconds; overrides --minutes (default: none)")
     demo.add_argument("--device", default="cpu", help="torch device to train and evaluate on (default: cpu)")
@@ -347,6 +349,17 @@ def _model_and_data(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device to run the model on (default: cpu)")
 
 
+def _scene(parser: argparse.ArgumentParser, default: str) -> None:
+    from .sph import Scene
+
+    parser.add_argument(
+        "--scene", choices=[s.value for s in Scene], default=default,
+        help="drop: a random block of water falls into the box (2D: up to 300 particles); dam_break: a column of "
+        f"water against a wall collapses (2D: 1,000-1,700 particles) (default: {default})",
+    )  # fmt: skip
+    parser.add_argument("--dim", type=int, choices=(2, 3), default=2, help="2D or 3D (default: 2)")
+
+
 def _format(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format", choices=FORMATS, default="auto", dest="data_format",
@@ -360,7 +373,7 @@ def _generate_cli(args: argparse.Namespace) -> int:
     from .sph import generate_dataset
 
     counts = {"train": args.train, "valid": args.valid, "test": args.test}
-    generate_dataset(args.out, trajectories=counts, frames=args.frames, seed=args.seed)
+    generate_dataset(args.out, trajectories=counts, frames=args.frames, seed=args.seed, scene=args.scene, dim=args.dim)
     print(f"wrote {args.out}/metadata.json, train.npz, valid.npz, test.npz")
     return 0
 
@@ -419,13 +432,14 @@ def _convert_cli(args: argparse.Namespace) -> int:
 
 
 def _demo_cli(args: argparse.Namespace) -> int:
+    from .render import render_stills
     from .sph import generate_dataset
 
     out = RunDirectory.check_target(args.out)
     data = out / "data"
     if not (data / "metadata.json").is_file():
-        print("generating SPH trajectories ...")
-        generate_dataset(data, frames=200, seed=0)
+        print(f"generating SPH trajectories ({args.dim}D {args.scene}: 8 train, 2 valid, 2 test, 200 frames) ...")
+        generate_dataset(data, frames=200, seed=0, scene=args.scene, dim=args.dim)
     seconds = args.max_seconds if args.max_seconds is not None else args.minutes * 60
     engine = dataclasses.replace(
         SimulateConfig().train, steps=100000, max_seconds=seconds, device=args.device, seed=args.seed,
@@ -435,5 +449,6 @@ def _demo_cli(args: argparse.Namespace) -> int:
     metrics = evaluate(out / "model", data, "test", out, device=args.device)
     _print(metrics)
     render(out / "rollout.npz", out / "rollout.gif")
-    print(f"wrote {out}/metrics.json, rollout.gif")
+    render_stills(out / "rollout.npz", out / "rollout.png", frames=4)
+    print(f"wrote {out}/metrics.json, rollout.gif, rollout.png")
     return 0

@@ -221,18 +221,27 @@ def test_demo_runs_with_a_tiny_budget(tmp_path, monkeypatch, capsys, one_thread)
     from structnets.cli import main
     from structnets.physics import sph
 
-    real = sph.generate_dataset
+    real, asked = sph.generate_dataset, []
 
     def small(out, **kwargs):  # the demo's dataset, shortened
-        return real(out, trajectories={"train": 1, "valid": 1, "test": 1}, frames=12, max_particles=60, seed=0)
+        asked.append((kwargs["scene"], kwargs["dim"]))
+        counts = {"train": 1, "valid": 1, "test": 1}
+        return real(out, trajectories=counts, frames=12, max_particles=60, seed=0, dim=kwargs["dim"])
 
     monkeypatch.setattr(sph, "generate_dataset", small)
     assert main(["simulate", "demo", "--out", str(tmp_path / "demo"), "--max-seconds", "1", "--no-progress"]) == 0
-    assert "rollout MSE" in capsys.readouterr().out
-    assert {"metrics.json", "timing.json", "rollout.npz", "rollout.gif"} <= {
+    printed = capsys.readouterr().out
+    assert "rollout MSE" in printed and "sinkhorn" in printed
+    assert {"metrics.json", "timing.json", "rollout.npz", "rollout.gif", "rollout.png"} <= {
         p.name for p in (tmp_path / "demo").iterdir()
     }
     assert json.loads((tmp_path / "demo" / "model" / "metrics.json").read_text())["stop"] in ("time", "done")
+    # The 3D demo: the same commands on 3D SPH.
+    args = ["--out", str(tmp_path / "demo3"), "--dim", "3", "--scene", "drop", "--max-seconds", "1", "--no-progress"]
+    assert main(["simulate", "demo", *args]) == 0
+    assert asked == [("dam_break", 2), ("drop", 3)]
+    with np.load(tmp_path / "demo3" / "rollout.npz") as rollout:
+        assert rollout["truth"].shape[2] == 3 and rollout["predicted"].shape == rollout["truth"].shape
 
 
 def test_distributed_training_with_gloo(ballistic, tmp_path):
