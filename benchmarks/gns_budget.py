@@ -38,6 +38,7 @@ VARIANTS: dict[str, list[str]] = {
     "noise-rel0.1": ["--latent-size", "64", "--message-passing-steps", "5", "--relative-noise", "0.1"],
     "noise-rel0.3": ["--latent-size", "64", "--message-passing-steps", "5", "--relative-noise", "0.3"],
     "noise-rel0.03": ["--latent-size", "64", "--message-passing-steps", "5", "--relative-noise", "0.03"],
+    "noise-rel0.015": ["--latent-size", "64", "--message-passing-steps", "5", "--relative-noise", "0.015"],
     "noise0": ["--latent-size", "64", "--message-passing-steps", "5", "--noise-std", "0"],
     "push2": ["--latent-size", "64", "--message-passing-steps", "5", "--pushforward-steps", "2"],
     "push3-p0.5": [

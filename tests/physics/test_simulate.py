@@ -64,7 +64,8 @@ def test_step_and_rollout_shapes(ballistic):
 
 def test_defaults_are_todays():
     engine = SimulateConfig().train
-    assert (SimulateConfig().latent_size, SimulateConfig().message_passing_steps) == (128, 10)
+    assert (SimulateConfig().latent_size, SimulateConfig().message_passing_steps) == (None, None)  # the budget's
+    assert SimulateConfig().gns.latent_size == 128 and SimulateConfig().gns.message_passing_steps == 10
     assert (engine.steps, engine.batch_size, engine.lr) == (20000, 2, 1e-3)
     assert engine.lr * engine.min_lr_ratio == pytest.approx(1e-5)
     assert engine.schedule.value == "exponential" and engine.lr_by_clock and engine.clip_grad_norm == 1.0
@@ -351,3 +352,21 @@ def test_pushforward_steps_the_model_first_and_scores_the_next_true_frame(ballis
     config = SimulateConfig(relative_noise=0.5)
     assert _noise_std(config, metadata) == pytest.approx(0.5 * float(np.mean(metadata.vel_std)))
     assert _noise_std(SimulateConfig(), metadata) == 6.7e-4
+
+
+def test_the_model_size_follows_the_time_budget(ballistic, tmp_path, one_thread):
+    engine = SimulateConfig().train
+    short = SimulateConfig(train=dataclasses.replace(engine, max_seconds=600)).for_budget()
+    assert (short.latent_size, short.message_passing_steps) == (64, 5)
+    for train_config in (engine, dataclasses.replace(engine, max_seconds=3600)):  # no limit, or a long one
+        full = SimulateConfig(train=train_config).for_budget()
+        assert (full.latent_size, full.message_passing_steps) == (128, 10)
+    on_gpu = SimulateConfig(train=dataclasses.replace(engine, max_seconds=600, device="cuda")).for_budget()
+    assert on_gpu.latent_size == 128
+    chosen = SimulateConfig(latent_size=16, train=dataclasses.replace(engine, max_seconds=600)).for_budget()
+    assert (chosen.latent_size, chosen.message_passing_steps) == (16, 5)
+    # The run records the sizes it trained, not "none".
+    config = SimulateConfig(train=dataclasses.replace(engine, steps=2, max_seconds=60, progress=False))
+    train(config, ballistic, tmp_path / "run")
+    checkpoint = load_checkpoint(tmp_path / "run", task="simulate")
+    assert checkpoint.model_config["latent_size"] == 64 and checkpoint.task_config["message_passing_steps"] == 5
