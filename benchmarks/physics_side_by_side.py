@@ -57,7 +57,7 @@ def _execute(command: list[str], log: Path, threads: int, cores: str | None = No
 
 
 def train_and_roll_out(system: str, args: argparse.Namespace, work: Path) -> dict:
-    """Trains one system and writes its rollouts; returns what it says of itself (steps, speed)."""
+    """Trains one system and writes its rollouts; returns :func:`collect`'s record of it."""
     out = work / system
     seconds, threads = str(args.max_seconds), args.threads
     cores = None
@@ -65,51 +65,63 @@ def train_and_roll_out(system: str, args: argparse.Namespace, work: Path) -> dic
         first = (args.systems.index(system) % args.parallel) * threads
         cores = ",".join(str(c) for c in range(first, first + threads))
 
-    def _run(command: list[str], log: Path, threads: int) -> float:
+    def _run(command: list[str], log: Path) -> float:
         return _execute(command, log, threads, cores)
 
     if system == "structnets":
         run, evaluation = out / "run", out / "eval"
         base = [sys.executable, "-m", "structnets", "simulate"]
         train = [*base, "train", "--data", str(args.data), "--out", str(run), "--max-seconds", seconds]
-        train += ["--steps", "10000000", "--no-progress", *args.structnets_flags]
-        wall = _run(train, out / "train.log", threads)
+        _run([*train, "--steps", "10000000", "--no-progress", *args.structnets_flags], out / "train.log")
         ev = [*base, "evaluate", "--model", str(run), "--data", str(args.data), "--out", str(evaluation)]
-        _run([*ev, "--save-rollouts", "--no-sinkhorn"], out / "evaluate.log", threads)
-        trained = json.loads((run / "metrics.json").read_text())
-        timing = json.loads((evaluation / "timing.json").read_text())
+        _run([*ev, "--save-rollouts", "--no-sinkhorn"], out / "evaluate.log")
+    elif system == "lagrangebench":
+        command = [str(LB_PYTHON), str(HERE / "lagrangebench" / "train_lb_gns.py"), "--data", str(args.data)]
+        _run([*command, "--out", str(out), "--max-seconds", seconds, "--metrics-stride", str(args.stride)], out / "run.log")
+    else:
+        command = [sys.executable, str(HERE / "peers" / "run_gns_peer.py"), "--data", str(args.data), "--out", str(out)]
+        command += ["--max-seconds", seconds, "--threads", str(threads), *args.geoelements_flags]
+        _run(command, out / "run.log")
+    return collect(system, work)
+
+
+def collect(system: str, work: Path) -> dict:
+    """What a finished run says of itself: its rollouts, training steps and speeds."""
+    out = work / system
+    if system == "structnets":
+        run, evaluation = out / "run", out / "eval"
+        trained, timing = json.loads((run / "timing.json").read_text()), json.loads((evaluation / "timing.json").read_text())
         return {
-            "rollouts": str(evaluation / "rollouts.npz"), "train_steps": trained["steps"], "train_wall_s": wall,
-            "train_steps_per_s": json.loads((run / "timing.json").read_text())["steps_per_second"],
+            "rollouts": str(evaluation / "rollouts.npz"), "train_steps": trained["steps"],
+            "train_seconds": trained["seconds"], "train_steps_per_s": trained["steps_per_second"],
             "rollout_steps_per_s": timing["rollout_steps_per_second"],
+            "model": json.loads((run / "metrics.json").read_text()).get("best"),
             "own_metrics": json.loads((evaluation / "metrics.json").read_text()),
         }  # fmt: skip
+    own = json.loads((out / "metrics.json").read_text())
     if system == "lagrangebench":
-        command = [str(LB_PYTHON), str(HERE / "lagrangebench" / "train_lb_gns.py"), "--data", str(args.data)]
-        command += ["--out", str(out), "--max-seconds", seconds, "--metrics-stride", str(args.stride)]
-        wall = _run(command, out / "run.log", threads)
-        own = json.loads((out / "metrics.json").read_text())
         return {
-            "rollouts": str(out / "rollouts.npz"), "train_steps": own["train"]["steps"], "train_wall_s": wall,
+            "rollouts": str(out / "rollouts.npz"), "train_steps": own["train"]["steps"],
+            "train_seconds": own["train"]["wall_seconds"],
             "train_steps_per_s": own["train"].get("steps_per_second_after_warmup") or own["train"]["steps_per_second"],
             "rollout_steps_per_s": own["rollout"]["steps_per_second"], "own_metrics": own.get("metrics"),
         }  # fmt: skip
-    command = [sys.executable, str(HERE / "peers" / "run_gns_peer.py"), "--data", str(args.data), "--out", str(out)]
-    command += ["--max-seconds", seconds, "--threads", str(threads), *args.geoelements_flags]
-    wall = _run(command, out / "run.log", threads)
-    own = json.loads((out / "metrics.json").read_text())
     return {
-        "rollouts": str(out / "rollouts.npz"), "train_steps": own.get("train_steps"), "train_wall_s": wall,
+        "rollouts": str(out / "rollouts.npz"), "train_steps": own.get("train_steps"),
+        "train_seconds": own.get("train_seconds"),
         "train_steps_per_s": own.get("train_steps_per_second_after_warmup") or own.get("train_steps_per_second"),
         "rollout_steps_per_s": own.get("rollout_steps_per_second"), "own_metrics": own,
     }  # fmt: skip
 
 
 def score(rollouts: str, args: argparse.Namespace, out: Path) -> dict:
-    """LagrangeBench's metrics of a rollouts.npz, by its own code."""
+    """LagrangeBench's metrics of a rollouts.npz, by its own code (kept from an earlier
+    scoring when ``out`` is newer than the rollouts)."""
+    if out.is_file() and out.stat().st_mtime > Path(rollouts).stat().st_mtime:
+        return json.loads(out.read_text())
     command = [str(LB_PYTHON), str(HERE / "lagrangebench" / "lb_metrics.py"), "--rollouts", rollouts]
     command += ["--metadata", str(args.data / "metadata.json"), "--out", str(out), "--stride", str(args.stride)]
-    _execute(command, out.with_suffix(".log"), args.threads)
+    _execute(command, out.with_suffix(".log"), args.threads, args.score_cores)
     return json.loads(out.read_text())
 
 
@@ -157,21 +169,24 @@ def main() -> None:
         help="extra flags of run_gns_peer.py (default: LagrangeBench's TGV GNS noise, --noise-std 3e-4)",
     )  # fmt: skip
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "side_by_side", help="where the runs go")
-    parser.add_argument("--score-only", action="store_true", help="score the runs already in --work")
+    parser.add_argument("--score-only", action="store_true", help="score the finished runs already in --work")
+    parser.add_argument("--score-cores", help="taskset cores for the scoring, e.g. 1 (default: any)")
     ARGS = args = parser.parse_args()
     work = args.work / f"{args.data.name}-{int(args.max_seconds)}s"
     work.mkdir(parents=True, exist_ok=True)
     record_path = work / "runs.json"
-    runs = json.loads(record_path.read_text()) if record_path.is_file() else {}
-    if not args.score_only:
+    runs = {}
+    if args.score_only:
+        runs = {system: collect(system, work) for system in args.systems}
+    else:
         with ThreadPoolExecutor(args.parallel) as pool:
             for system, result in zip(args.systems, pool.map(lambda s: train_and_roll_out(s, args, work), args.systems)):
                 runs[system] = result
-        record_path.write_text(json.dumps(runs, indent=2) + "\n")
+    record_path.write_text(json.dumps(runs, indent=2) + "\n")
     scored = {}
     jobs = {name: run["rollouts"] for name, run in runs.items()}
     jobs["constant velocity"] = constant_velocity(next(iter(jobs.values())), work)
-    with ThreadPoolExecutor(2) as pool:
+    with ThreadPoolExecutor(1 if args.score_cores else 2) as pool:
         for name, result in zip(jobs, pool.map(lambda n: score(jobs[n], args, work / f"lb_metrics_{n.replace(' ', '_')}.json"), jobs)):
             scored[name] = result
     print(f"{args.data}: {args.max_seconds:.0f} s of training per system, {args.threads} thread(s) each")

@@ -27,6 +27,7 @@ import atexit
 import json
 import os
 import runpy
+import signal
 import sys
 import time
 from pathlib import Path
@@ -36,6 +37,9 @@ REPO = HERE.parents[1]
 
 
 def main() -> None:
+    # A job started in the background by a non-interactive shell inherits SIGINT ignored, and
+    # Python then raises no KeyboardInterrupt: their loop would never see the deadline.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     args = sys.argv[1:]
     threads = None
     if len(args) >= 2 and args[0] == "--threads":

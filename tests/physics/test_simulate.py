@@ -351,7 +351,8 @@ def test_pushforward_steps_the_model_first_and_scores_the_next_true_frame(ballis
     # The relative noise scales with the data's velocity spread.
     config = SimulateConfig(relative_noise=0.5)
     assert _noise_std(config, metadata) == pytest.approx(0.5 * float(np.mean(metadata.vel_std)))
-    assert _noise_std(SimulateConfig(), metadata) == 6.7e-4
+    assert _noise_std(SimulateConfig(), metadata) == pytest.approx(0.3 * float(np.mean(metadata.vel_std)))
+    assert _noise_std(SimulateConfig(noise_std=6.7e-4, relative_noise=0.5), metadata) == 6.7e-4
 
 
 def test_the_model_size_follows_the_time_budget(ballistic, tmp_path, one_thread):
