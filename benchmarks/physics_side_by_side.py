@@ -109,8 +109,8 @@ def collect(system: str, work: Path) -> dict:
     return {
         "rollouts": str(out / "rollouts.npz"), "train_steps": own.get("train_steps"),
         "train_seconds": own.get("train_seconds"),
-        "train_steps_per_s": own.get("train_steps_per_second_after_warmup") or own.get("train_steps_per_second"),
-        "rollout_steps_per_s": own.get("rollout_steps_per_second"), "own_metrics": own,
+        "train_steps_per_s": own.get("train_steps_per_s_after_warmup") or own.get("train_steps_per_s"),
+        "rollout_steps_per_s": own.get("rollout_steps_per_s"), "own_metrics": own,
     }  # fmt: skip
 
 
