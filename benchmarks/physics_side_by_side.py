@@ -195,7 +195,7 @@ def main() -> None:
     for name, metrics in scored.items():
         run = runs.get(name, {})
 
-        def f(key: str) -> str:
+        def f(key: str, metrics: dict = metrics) -> str:
             value = metrics.get(key)
             return f"{value:>11.3g}" if isinstance(value, (int, float)) else f"{'-':>11}"
 

@@ -214,6 +214,14 @@ def _empty(device: torch.device) -> Tensor:
 # ----------------------------------------------------------------------------- periodic boxes
 
 
+def minimum_image(delta: Tensor, side: Tensor) -> Tensor:
+    """Displacements ``[..., D]`` shifted to their nearest image in a box of sides ``side``
+    ``[D]`` (0 on an axis that does not wrap)."""
+    periodic = side > 0
+    safe = torch.where(periodic, side, torch.ones_like(side))
+    return torch.where(periodic, delta - side * torch.round(delta / safe), delta)
+
+
 @dataclasses.dataclass(frozen=True)
 class _Box:
     """A checked periodic box: ``low`` ``[D]`` and ``length`` ``[D]`` (0 on axes that do not wrap), float64."""
@@ -247,9 +255,7 @@ class _Box:
         if isinstance(diff, np.ndarray):
             length = self.length
             return np.where(length > 0, diff - length * np.round(diff / np.where(length > 0, length, 1.0)), diff)
-        length = torch.as_tensor(self.length, dtype=diff.dtype, device=diff.device)
-        safe = torch.where(length > 0, length, torch.ones_like(length))
-        return torch.where(length > 0, diff - length * torch.round(diff / safe), diff)
+        return minimum_image(diff, torch.as_tensor(self.length, dtype=diff.dtype, device=diff.device))
 
     def ghosts(self, x: Tensor, batch: Tensor, r: float) -> tuple[Tensor, Tensor, Tensor]:
         """``x`` (wrapped) with copies of its points within ``r`` of a periodic face, shifted by
@@ -298,7 +304,9 @@ def _box_value(box, periodic, dim: int, r: float | None) -> _Box | None:
     elif values.shape == (dim, 2):
         low, high = values[:, 0], values[:, 1]
     else:
-        raise ValueError(f"box must be [{dim}] side lengths or [{dim}, 2] bounds for {dim}-D points, got shape {values.shape}")
+        raise ValueError(
+            f"box must be [{dim}] side lengths or [{dim}, 2] bounds for {dim}-D points, got shape {values.shape}"
+        )
     if not (np.isfinite(low).all() and np.isfinite(high).all() and (high > low).all()):
         raise ValueError(f"box must have finite sides with low < high on every axis, got {values.tolist()}")
     if periodic is None:

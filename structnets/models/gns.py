@@ -43,7 +43,7 @@ from torch.nn import functional as F
 
 from ..core.propagate import is_graph_data, propagate
 from ..core.schedules import Synchronous
-from ..graphs.neighbors import radius_graph
+from ..graphs.neighbors import minimum_image, radius_graph
 from ..nn.mlp import MLP
 
 __all__ = ["HISTORY", "GNSConfig", "SimulatorMetadata", "LearnedSimulator"]
@@ -227,11 +227,7 @@ class LearnedSimulator(nn.Module):
 
     def displacement(self, to: Tensor, start: Tensor) -> Tensor:
         """``to - start``, the minimum-image one on periodic axes (any shape ``[..., D]``)."""
-        delta = to - start
-        if not self.is_periodic:
-            return delta
-        safe = torch.where(self.periodic, self.side, torch.ones_like(self.side))
-        return torch.where(self.periodic, delta - self.side * torch.round(delta / safe), delta)
+        return minimum_image(to - start, self.side) if self.is_periodic else to - start
 
     def wrap(self, position: Tensor) -> Tensor:
         """Positions put back into the box on its periodic axes (unchanged elsewhere)."""

@@ -24,6 +24,7 @@ its figures differ from these in scale.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..graphs.neighbors import minimum_image
 from ..models.gns import HISTORY, LearnedSimulator
 from .particles import Trajectory
 from .windows import TrajectoryWindows
@@ -74,17 +76,11 @@ def one_step_errors(model: LearnedSimulator, windows: TrajectoryWindows, chunk: 
 
 def periodic_displacement(bounds: Sequence[Sequence[float]], periodic: Sequence[bool] | None) -> Displacement:
     """``to - start``, the minimum-image difference on the periodic axes of a box with ``bounds``."""
-    side = torch.tensor([high - low for low, high in bounds], dtype=torch.float64)
-    mask = torch.tensor(list(periodic) if periodic else [False] * len(bounds))
+    mask = list(periodic) if periodic else [False] * len(bounds)
+    side = torch.tensor([high - low if wraps else 0.0 for (low, high), wraps in zip(bounds, mask)], dtype=torch.float64)
 
     def displacement(to: Tensor, start: Tensor) -> Tensor:
-        delta = to - start
-        if not bool(mask.any()):
-            return delta
-        length = side.to(delta.dtype).to(delta.device)
-        where = mask.to(delta.device)
-        safe = torch.where(where, length, torch.ones_like(length))
-        return torch.where(where, delta - length * torch.round(delta / safe), delta)
+        return minimum_image(to - start, side.to(dtype=to.dtype, device=to.device))
 
     return displacement
 
@@ -157,12 +153,14 @@ def frame_time_and_volume(metadata: Any) -> tuple[float, float]:
 
 @torch.no_grad()
 def rollouts(model: LearnedSimulator, trajectories: Sequence[Trajectory], device: torch.device | str = "cpu"):
-    """Yields ``(position, predicted)`` per trajectory: its true frames ``[T, N, D]`` and the
-    model's rollout ``[T - 6, N, D]`` from the first 6 of them."""
+    """Yields ``(position, predicted, seconds)`` per trajectory: its true frames ``[T, N, D]``,
+    the model's rollout ``[T - 6, N, D]`` from the first 6 of them, and how long that took."""
     for trajectory in trajectories:
         position = torch.from_numpy(trajectory.position).to(device)
         kind = torch.from_numpy(trajectory.particle_type).to(device)
-        yield position, model.rollout(position[: HISTORY + 1], kind, position.shape[0] - HISTORY - 1)
+        started = time.perf_counter()
+        predicted = model.rollout(position[: HISTORY + 1], kind, position.shape[0] - HISTORY - 1)
+        yield position, predicted, time.perf_counter() - started
 
 
 @torch.no_grad()
@@ -173,6 +171,7 @@ def rollout_errors(
     *,
     lagrangebench: bool = False,
     sinkhorn: bool = True,
+    keep: list | None = None,
 ) -> tuple[dict[str, float], tuple[np.ndarray, np.ndarray]]:
     """Rollout MSE of the model and of constant velocity, each trajectory from its first 6 frames.
 
@@ -181,13 +180,18 @@ def rollout_errors(
     (``sinkhorn=False`` skips the last, the slowest), and the same for constant velocity
     with a ``baseline_`` prefix.
 
+    ``keep``, a list, receives every trajectory's ``(position, predicted, seconds)`` from
+    :func:`rollouts`, for a caller that saves or times them.
+
     Returns the metrics and ``(truth, predicted)`` ``[T, N, D]`` of the first trajectory
     (predicted begins with the 6 given frames), for :func:`structnets.physics.render.render`.
     """
     errors, baseline, extended, saved = [], [], [], None
     if lagrangebench:
         frame_dt, volume = frame_time_and_volume(model.metadata)
-    for position, predicted in rollouts(model, trajectories, device):
+    for position, predicted, seconds in rollouts(model, trajectories, device):
+        if keep is not None:
+            keep.append((position, predicted, seconds))
         steps = predicted.shape[0]
         truth = position[HISTORY + 1 :]
         velocity = model.displacement(position[HISTORY], position[HISTORY - 1])
@@ -203,6 +207,7 @@ def rollout_errors(
         if saved is None:
             saved = (position.cpu().numpy(), torch.cat([position[: HISTORY + 1], predicted]).cpu().numpy())
     metrics: dict[str, Any] = {"rollout_mse": float(np.mean(errors)), "baseline_rollout_mse": float(np.mean(baseline))}
+
     def renamed(name: str) -> str:  # mse5 -> rollout_mse5, as rollout_mse; e_kin and sinkhorn as they are
         if name.startswith("baseline_"):
             return "baseline_" + renamed(name[len("baseline_") :])

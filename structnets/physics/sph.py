@@ -33,8 +33,8 @@ import torch
 from torch import Tensor
 
 from ..graphs.neighbors import radius_graph
-from ..train.threads import torch_threads
 from ..train.checkpoint import atomic_write
+from ..train.threads import torch_threads
 from .particles import Trajectory, write_trajectories
 
 __all__ = ["SPHConfig", "Scene", "simulate", "initial_state", "generate_dataset", "WATER"]

@@ -41,11 +41,11 @@ from ..train import config as configs
 from ..train.checkpoint import RunDirectory, open_run
 from ..train.data import check_finite
 from ..train.engine import TrainResult, fit, seed_everything
+from ..train.threads import torch_threads
 from .copy_recall_config import TASK_DEFAULTS, MemoryTaskConfig, check_capacity, make_batch, training_batch
 from .copy_recall_data import Task, TaskBatch, bit_errors, masked_loss
 from .plots import save_figure, training_figure, weightings_figure
 from .streams import stream_of, without_epoch
-from ..train.threads import torch_threads
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

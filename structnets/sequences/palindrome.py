@@ -41,11 +41,11 @@ from ..train import config as configs
 from ..train.checkpoint import RunDirectory, open_run
 from ..train.data import check_finite
 from ..train.engine import TrainResult, fit, seed_everything
+from ..train.threads import torch_threads
 from .palindrome_config import PalindromeConfig
 from .palindrome_data import sample_fixed_length, sample_training_batch
 from .plots import accuracy_figure
 from .streams import stream_of, without_epoch
-from ..train.threads import torch_threads
 
 __all__ = [
     "TASK", "SUMMARY_LENGTHS", "PalindromeConfig", "Outcome", "build_model", "train", "evaluate", "run", "load_model",
