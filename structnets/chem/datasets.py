@@ -15,6 +15,7 @@ from __future__ import annotations
 import concurrent.futures
 import copy
 import csv
+import dataclasses
 import enum
 import importlib.util
 import logging
@@ -25,7 +26,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -102,6 +103,10 @@ class MoleculeDataset:
             counted); split files index these. None: ``0 .. len - 1``.
         source_rows: how many data rows the source has, skipped ones included (None:
             unknown, for example when a limit stopped the reader early).
+        other_smiles: for rows of several molecules (a solute and a solvent, reactants),
+            each row's molecules after the first, as read from the further SMILES columns;
+            empty tuples for one molecule per row. ``smiles`` and ``graphs`` are the first.
+        other_graphs: the featurised ``other_smiles``.
 
     Shapes:
         dataset[i].y: ``[1, num_targets]``, so that a batch's ``y`` is ``[num_graphs, num_targets]``.
@@ -116,10 +121,20 @@ class MoleculeDataset:
     allow_missing_targets: bool = False
     positions: list[int] | None = None
     source_rows: int | None = None
+    other_smiles: list[tuple[str, ...]] | None = None
+    other_graphs: list[tuple[Data, ...]] | None = None
 
     def __post_init__(self) -> None:
         if self.positions is None:
             object.__setattr__(self, "positions", list(range(len(self.graphs))))
+        if (self.other_smiles is None) != (self.other_graphs is None):
+            raise ValueError("other_smiles and other_graphs come together: give both or neither")
+        if self.other_smiles is None:
+            object.__setattr__(self, "other_smiles", [()] * len(self.graphs))
+            object.__setattr__(self, "other_graphs", [()] * len(self.graphs))
+        widths = {len(row) for row in self.other_smiles} | {len(row) for row in self.other_graphs}
+        if len(widths) > 1:
+            raise ValueError(f"every row must have the same number of molecules, got {sorted(w + 1 for w in widths)}")
         if self.targets.dim() != 2 or not self.targets.is_floating_point():
             raise ValueError(f"targets must be a 2-D float tensor, got {self.targets.dim()}-D {self.targets.dtype}")
         count = self.targets.shape[0]
@@ -128,6 +143,8 @@ class MoleculeDataset:
             "graphs": len(self.graphs),
             "rows": len(self.rows),
             "positions": len(self.positions),
+            "other_smiles": len(self.other_smiles),
+            "other_graphs": len(self.other_graphs),
         }
         if any(size != count for size in sizes.values()):
             raise ValueError(f"targets has {count} rows but the lengths are {sizes}")
@@ -142,6 +159,28 @@ class MoleculeDataset:
     def __len__(self) -> int:
         return len(self.graphs)
 
+    @property
+    def molecules_per_row(self) -> int:
+        return 1 + (len(self.other_smiles[0]) if self.other_smiles else 0)
+
+    def column(self, position: int) -> list[Data]:
+        """The graphs of molecule ``position`` of every row (0: :attr:`graphs`)."""
+        return self.graphs if position == 0 else [row[position - 1] for row in self.other_graphs]
+
+    def pick(self, indices: Sequence[int], **changes: Any) -> MoleculeDataset:
+        """The molecules at ``indices``, every per-molecule field with them; ``changes`` replace fields."""
+        indices = list(indices)
+        fields = dict(
+            smiles=[self.smiles[i] for i in indices],
+            graphs=[self.graphs[i] for i in indices],
+            targets=self.targets[indices],
+            rows=[self.rows[i] for i in indices],
+            positions=[self.positions[i] for i in indices],
+            other_smiles=[self.other_smiles[i] for i in indices],
+            other_graphs=[self.other_graphs[i] for i in indices],
+        )
+        return dataclasses.replace(self, **{**fields, **changes})
+
     def __getitem__(self, index: int) -> Data:
         index = range(len(self))[index]  # negative indices count from the end; IndexError past it
         graph = copy.copy(self.graphs[index])
@@ -153,17 +192,7 @@ class MoleculeDataset:
 
     def subset(self, indices: Sequence[int]) -> MoleculeDataset:
         """The molecules at ``indices`` (for example one part of a split); ``skipped`` is not carried over."""
-        indices = list(indices)
-        return MoleculeDataset(
-            smiles=[self.smiles[i] for i in indices],
-            graphs=[self.graphs[i] for i in indices],
-            targets=self.targets[indices],
-            target_names=list(self.target_names),
-            rows=[self.rows[i] for i in indices],
-            allow_missing_targets=self.allow_missing_targets,
-            positions=[self.positions[i] for i in indices],
-            source_rows=self.source_rows,
-        )
+        return self.pick(indices, skipped=[])
 
 
 # ---------------------------------------------------------------------------- CSV
@@ -191,7 +220,7 @@ def _parse_target(text: str, column: str, allow_missing: bool) -> float:
 
 def read_molecule_csv(
     path: str | Path,
-    smiles_column: str,
+    smiles_column: str | Sequence[str],
     target_columns: Sequence[str],
     config: FeaturizerConfig = _DEFAULT_CONFIG,
     skip_invalid: bool = False,
@@ -208,7 +237,8 @@ def read_molecule_csv(
 
     Args:
         path: the CSV file (UTF-8, an optional byte-order mark is ignored).
-        smiles_column: header of the SMILES column.
+        smiles_column: header of the SMILES column, or several headers for rows of several
+            molecules (the first becomes ``smiles``/``graphs``, the rest ``other_smiles``/``other_graphs``).
         target_columns: headers of the target columns, in the order of ``targets``.
         config: featurisation.
         skip_invalid: skip invalid rows instead of raising.
@@ -233,7 +263,12 @@ def read_molecule_csv(
     if len(set(target_columns)) != len(target_columns):
         twice = sorted({c for c in target_columns if list(target_columns).count(c) > 1})
         raise ValueError(f"target column(s) {twice} asked for more than once; name each target once")
-    smiles_index = table.column(smiles_column)
+    smiles_columns = [smiles_column] if isinstance(smiles_column, str) else list(smiles_column)
+    if not smiles_columns or len(set(smiles_columns)) != len(smiles_columns):
+        raise ValueError(f"name each SMILES column once, got {smiles_columns}")
+    smiles_indices = [table.column(name) for name in smiles_columns]
+    other_smiles: list[tuple[str, ...]] = []
+    other_graphs: list[tuple[Data, ...]] = []
     target_indices = [table.column(name) for name in target_columns]
     smiles_list: list[str] = []
     graphs: list[Data] = []
@@ -250,15 +285,26 @@ def read_molecule_csv(
             if width is not None:
                 value = ",".join(record.fields)
                 raise ValueError(width)
-            value = smiles = record.fields[smiles_index].strip()
-            if not smiles:
-                raise MoleculeError("empty SMILES")
+            row_smiles = []
+            for index in smiles_indices:
+                value = record.fields[index].strip()
+                if not value:
+                    where = f" in column {table.names[index]!r}" if len(smiles_indices) > 1 else ""
+                    raise MoleculeError(f"empty SMILES{where}")
+                row_smiles.append(value)
+            smiles = row_smiles[0]
             target_row = []
             for index in target_indices:
                 value = record.fields[index]
                 target_row.append(_parse_target(value, table.names[index], allow_missing_targets))
-            value = smiles
-            graph = graph_from_smiles(smiles, config)
+            row_graphs = []
+            for index, value in zip(smiles_indices, row_smiles):
+                try:
+                    row_graphs.append(graph_from_smiles(value, config))
+                except MoleculeError as error:
+                    where = f" (column {table.names[index]!r})" if len(smiles_indices) > 1 else ""
+                    raise MoleculeError(f"{error}{where}") from error
+            graph = row_graphs[0]
         except ValueError as error:
             if not skip_invalid:
                 raise type(error)(f"{path}, line {record.line}: {error}") from error
@@ -267,6 +313,8 @@ def read_molecule_csv(
             continue
         smiles_list.append(smiles)
         graphs.append(graph)
+        other_smiles.append(tuple(row_smiles[1:]))
+        other_graphs.append(tuple(row_graphs[1:]))
         values.append(target_row)
         rows.append(record.line)
         positions.append(record.index)
@@ -287,6 +335,8 @@ def read_molecule_csv(
         allow_missing_targets=allow_missing_targets,
         positions=positions,
         source_rows=None if limit is not None and len(graphs) >= limit else len(table.rows),
+        other_smiles=other_smiles,
+        other_graphs=other_graphs,
     )
 
 

@@ -21,30 +21,37 @@ CPU, nccl on GPU); rank 0 writes the outputs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import logging
 import math
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
-from torch_geometric.data import Batch, Data
 
-from ..graphs.batch import PackedGraphs
-from ..models import MPNN, MPNNConfig
-from ..train.checkpoint import RunDirectory, atomic_write, load_model, open_run
-from ..train.config import add_arguments, field_help, from_args, from_dict, shared_fields, to_dict
-from ..train.data import read_csv
+from ..models import MPNN, MPNNConfig, MultiMPNN, MultiMPNNConfig
+from ..train.checkpoint import RunDirectory, atomic_write
+from ..train.config import add_arguments, field_help, from_args, shared_fields, to_dict
 from ..train.distributed import distributed, shard
 from ..train.engine import StopReason, fit, seed_everything
 from .datasets import MoleculeDataset
-from .featurize import FeaturizerConfig, MoleculeError, atom_feature_size, bond_feature_size, graph_from_smiles
+from .descriptors import FeatureScaler, FeatureSpec, read_descriptors
+from .ensemble import Prediction, calibrate, ensemble_prediction, member_outputs
+from .estimators import UncertaintyMethod, head_loss
+from .featurize import atom_feature_size, bond_feature_size
+from .hpopt import register_hpopt
+from .inputs import MoleculeBatch, MoleculeInputs, forward
 from .metrics import Task, loss, metrics
 from .molprop_config import MolpropConfig, Schedule, engine_config, training
-from .outputs import SPLITS, parity_figure, predicted_columns, predicted_csv, predictions_csv
+from .molprop_predict import fingerprint, predict
+from .outputs import SPLITS, parity_figure, predictions_csv
 from .scaling import Scaler, composition
 from .sources import MoleculeSet, SplitKind, load_molecules, make_split
+from .uncertainty import coverage, fit_calibrator, uncertainty_metrics
 
 __all__ = [
     "TASK",
@@ -59,44 +66,48 @@ __all__ = [
     "register",
 ]
 
+logger = logging.getLogger(__name__)
+
 TASK = "molprop"
 # Molecules per evaluation batch: large batches amortise per-batch overhead on CPUs.
 _EVAL_BATCH = 512
 
 
-def build_model(config: MolpropConfig, num_targets: int) -> MPNN:
+def build_model(
+    config: MolpropConfig, num_targets: int, *, extra_features: int = 0, molecules: int | None = None
+) -> MPNN | MultiMPNN:
+    """The run's model: an MPNN, or a MultiMPNN for several molecules a row.
+
+    Args:
+        num_targets: the head's outputs (targets times the uncertainty method's outputs per target).
+        extra_features: per-row features joined to the read-out.
+        molecules: molecules per row (default: the config's SMILES columns).
+    """
     featurizer = config.featurizer
-    return MPNN(
+    molecules = len(config.smiles_columns) if molecules is None else molecules
+    mpnn = shared_fields(
+        MPNNConfig,
+        config,
+        atom_features=atom_feature_size(featurizer),
+        bond_features=bond_feature_size(featurizer),
+        num_targets=num_targets,
+        distance_bins=config.bins,
+        # Bonded atoms sit 0.9-1.9 A apart; a complete graph's pairs reach ~9 A in QM9.
+        distance_cutoff=8.0 if config.complete_graph else 3.0,
+        extra_features=extra_features,
+    )
+    if molecules == 1:
+        return MPNN(mpnn)
+    return MultiMPNN(
         shared_fields(
-            MPNNConfig,
+            MultiMPNNConfig,
             config,
-            atom_features=atom_feature_size(featurizer),
-            bond_features=bond_feature_size(featurizer),
+            encoder=mpnn,
+            molecules=molecules,
             num_targets=num_targets,
-            distance_bins=config.bins,
-            # Bonded atoms sit 0.9-1.9 A apart; a complete graph's pairs reach ~9 A in QM9.
-            distance_cutoff=8.0 if config.complete_graph else 3.0,
+            extra_features=extra_features,
         )
     )
-
-
-def _forward(model: nn.Module, batch: Batch) -> Tensor:
-    return model(batch.x, batch.edge_index, batch.edge_attr, batch.batch, batch.num_graphs)
-
-
-def _batches(graphs: Sequence[Data], batch_size: int, device: torch.device) -> list[Batch]:
-    """Consecutive batches of ``graphs``, in order, on ``device``."""
-    if not graphs:
-        return []
-    packed = PackedGraphs(graphs)
-    return [packed.batch(chosen).to(device) for chosen in torch.arange(len(graphs)).split(batch_size)]
-
-
-@torch.no_grad()
-def _outputs(model: MPNN, batches: Sequence[Batch]) -> Tensor:
-    """The model's outputs on ``batches``, concatenated on the CPU."""
-    outputs = [_forward(model, batch).cpu() for batch in batches]
-    return torch.cat(outputs) if outputs else torch.zeros(0, model.config.num_targets)
 
 
 def check_binary(dataset: MoleculeDataset) -> None:
@@ -111,139 +122,284 @@ def check_binary(dataset: MoleculeDataset) -> None:
         )
 
 
+def feature_spec(config: MolpropConfig) -> FeatureSpec:
+    return FeatureSpec(config.molecule_featurizers, config.descriptors_path)
+
+
+def raw_features(spec: FeatureSpec, dataset: MoleculeDataset) -> tuple[np.ndarray | None, list[str]]:
+    """The rows' extra features before scaling, ``[rows, width]`` float64, and their names (None: none).
+
+    Computed features are taken for each molecule column in turn; user descriptors belong to
+    the row (their file has one row per data row of the CSV, skipped rows included).
+    """
+    if not spec.enabled:
+        return None, []
+    parts, names = [], []
+    if spec.featurizers:
+        empty = FeatureSpec(spec.featurizers, None, spec.radius, spec.bits, spec.include_chirality)
+        for position in range(dataset.molecules_per_row):
+            smiles = dataset.smiles if position == 0 else [row[position - 1] for row in dataset.other_smiles]
+            parts.append(empty.features(smiles))
+            suffix = f"@{position + 1}" if dataset.molecules_per_row > 1 else ""
+            names += [name + suffix for name in empty.names()]
+    if spec.descriptors_path is not None:
+        if dataset.source_rows is None:
+            raise ValueError(
+                "--descriptors-path gives one row per data row of the file: it cannot be used with --limit"
+            )
+        values, descriptor_names = read_descriptors(spec.descriptors_path, dataset.source_rows, smiles=None)
+        parts.append(values[dataset.positions])
+        names += descriptor_names
+    return np.concatenate(parts, axis=1), names
+
+
+def _member_loss(config: MolpropConfig, method: UncertaintyMethod):
+    task = config.task
+
+    def member_loss(net: nn.Module, batch: MoleculeBatch) -> Tensor:
+        output = forward(net, batch)
+        if task is Task.CLASSIFICATION:
+            return loss(output, batch.y, task)
+        return head_loss(output, batch.y, method, evidential_regularization=config.evidential_regularization)
+
+    return member_loss
+
+
+def _fit_member(
+    config: MolpropConfig,
+    member: int,
+    inputs: MoleculeInputs,
+    split: dict[str, list[int]],
+    num_outputs: int,
+    out_dir: Path,
+) -> Any:
+    """Trains ensemble member ``member`` (seed ``seed + member``) under the engine; returns the engine's result."""
+    device, batch_size = torch.device(config.train.device), config.train.batch_size
+    seed = config.train.seed + member
+    method = config.uncertainty
+    seed_everything(seed)
+    extra = 0 if inputs.features is None else inputs.features.shape[1]
+    model = build_model(config, num_outputs, extra_features=extra).to(device)
+    train_rows = torch.tensor(split["train"])
+    steps_per_epoch = math.ceil(len(shard(len(train_rows), 0, seed)) / batch_size)
+    # The validation set is collated once: re-collating it every epoch costs as much as evaluating it.
+    val_batches = inputs.batches(_EVAL_BATCH, device, split["val"])
+    member_loss = _member_loss(config, method)
+
+    @torch.no_grad()
+    def validate(net: nn.Module) -> dict[str, float]:
+        net.eval()
+        total = sum(float(member_loss(net, b)) * b.num_rows for b in val_batches)
+        return {"val_loss": total / max(sum(b.num_rows for b in val_batches), 1)}
+
+    def batches(epoch: int):
+        order = train_rows[shard(len(train_rows), epoch, seed)]
+        return (inputs.batch(chosen).to(device) for chosen in order.split(batch_size))
+
+    return fit(
+        model,
+        member_loss,
+        batches,
+        engine_config(dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed)), steps_per_epoch),
+        validate=validate,
+        # foreach: one kernel per step for all parameters; the per-tensor default costs a
+        # noticeable share of a small model's step on CPUs.
+        optimizer=lambda p: torch.optim.Adam(
+            p, lr=config.train.lr, weight_decay=config.train.weight_decay, foreach=True
+        ),
+        steps_per_epoch=steps_per_epoch,
+        run_dir=out_dir if config.ensemble_size == 1 else None,
+        description=TASK if config.ensemble_size == 1 else f"{TASK} member {member + 1}/{config.ensemble_size}",
+    )
+
+
+def member_file(member: int) -> str:
+    """The checkpoint of ensemble member ``member``: ``model.pt``, then ``model_1.pt``, ..."""
+    return "model.pt" if member == 0 else f"model_{member}.pt"
+
+
 def train(config: MolpropConfig, out_dir: str | Path) -> dict[str, Any]:
-    """Trains, evaluates and writes the run directory ``out_dir``; returns the metrics (rank 0)."""
+    """Trains, evaluates and writes the run directory ``out_dir``; returns the metrics (rank 0).
+
+    With ``num_replicates`` K > 1, runs K random splits into ``out_dir/replicate_<k>`` and
+    writes ``out_dir/summary.json`` (each metric's mean and standard deviation); returns it.
+    """
+    if config.num_replicates > 1:
+        return train_replicates(config, out_dir)
     started = time.perf_counter()
-    RunDirectory.check_target(out_dir)
+    out_dir = RunDirectory.check_target(out_dir)
+    if config.ensemble_size > 1 and config.train.resume is not None:
+        raise ValueError("--resume continues one model; an ensemble's members are trained afresh")
     dataset = load_molecules(config)
     split = make_split(config, dataset)
     empty = [name for name in SPLITS if not split[name]]
     if empty:
         raise ValueError(f"the split leaves no molecules in {' and '.join(empty)} ({len(dataset)} molecules)")
-    names, targets, task = list(dataset.target_names), dataset.targets, config.task
+    names, targets, task, method = list(dataset.target_names), dataset.targets, config.task, config.uncertainty
     if task is Task.CLASSIFICATION:
         check_binary(dataset)
     counts = composition(dataset.graphs, config.featurizer) if config.uses_baseline else None
     scaler = Scaler.fit(targets[split["train"]], task, None if counts is None else counts[split["train"]])
-    scaled = scaler.transform(targets, counts)
-    graphs = [
-        Data(x=g.x, edge_index=g.edge_index, edge_attr=g.edge_attr, y=scaled[i : i + 1])
-        for i, g in enumerate(dataset.graphs)
-    ]
-    device, seed, batch_size = torch.device(config.train.device), config.train.seed, config.train.batch_size
+    spec = feature_spec(config)
+    features, feature_names = raw_features(spec, dataset)
+    feature_scaler = imputed = None
+    if features is not None:
+        mask = spec.scaled_mask(features.shape[1] - spec.size() * dataset.molecules_per_row)
+        if dataset.molecules_per_row > 1 and spec.featurizers:
+            computed = np.tile(spec.scaled_mask(0), dataset.molecules_per_row)
+            mask = np.concatenate([computed, np.ones(features.shape[1] - computed.shape[0], dtype=bool)])
+        feature_scaler = FeatureScaler.fit(features[split["train"]], mask)
+        imputed = feature_scaler.count_imputed(features)
+    inputs = MoleculeInputs(
+        [dataset.column(k) for k in range(dataset.molecules_per_row)],
+        None if feature_scaler is None else torch.from_numpy(feature_scaler.transform(features)),
+        scaler.transform(targets, counts),
+    )
+    num_outputs = len(names) * method.outputs_per_target
+    device = torch.device(config.train.device)
+    results_per_member, members = [], []
     with distributed(device) as here:
         run = RunDirectory.start(out_dir, task=TASK) if here.main else None
-        seed_everything(seed)
-        model = build_model(config, len(names)).to(device)
-        train_packed = PackedGraphs([graphs[i] for i in split["train"]])
-        steps_per_epoch = math.ceil(len(shard(len(train_packed), 0, seed)) / batch_size)
-        # The validation set is collated once: re-collating it every epoch costs as much as evaluating it.
-        val_batches = _batches([graphs[i] for i in split["val"]], _EVAL_BATCH, device)
-        val_targets = scaled[split["val"]]
-
-        def batches(epoch: int):
-            order = shard(len(train_packed), epoch, seed)
-            return (train_packed.batch(chosen).to(device) for chosen in order.split(batch_size))
-
-        result = fit(
-            model,
-            lambda net, batch: loss(_forward(net, batch), batch.y, task),
-            batches,
-            engine_config(config, steps_per_epoch),
-            validate=lambda m: {"val_loss": float(loss(_outputs(m, val_batches), val_targets, task))},
-            # foreach: one kernel per step for all parameters; the per-tensor default costs a
-            # noticeable share of a small model's step on CPUs.
-            optimizer=lambda p: torch.optim.Adam(
-                p, lr=config.train.lr, weight_decay=config.train.weight_decay, foreach=True
-            ),
-            steps_per_epoch=steps_per_epoch,
-            run_dir=out_dir,
-            description=TASK,
-        )
+        for member in range(config.ensemble_size):
+            result = _fit_member(config, member, inputs, split, num_outputs, out_dir)
+            results_per_member.append(result)
+            members.append(result.model)
     if run is None:
         return {}
-    predictions = {}
+    predictions: dict[str, Prediction] = {}
     for name in SPLITS:
         chosen = split[name]
-        raw = _outputs(result.model, _batches([graphs[i] for i in chosen], _EVAL_BATCH, device))
-        regression = task is Task.REGRESSION
-        predictions[name] = scaler.inverse(raw, None if counts is None else counts[chosen]) if regression else raw
+        batches = inputs.batches(_EVAL_BATCH, device, chosen)
+        outputs = [
+            member_outputs(
+                model,
+                batches,
+                method,
+                len(names),
+                dropout=config.uncertainty_dropout,
+                samples=config.dropout_samples,
+                seed=config.train.seed,
+            )
+            for model in members
+        ]
+        predictions[name] = ensemble_prediction(outputs, task, scaler, None if counts is None else counts[chosen])
     truths = {name: targets[split[name]] for name in SPLITS}
-    results: dict[str, Any] = {name: metrics(predictions[name], truths[name], names, task) for name in SPLITS}
+    calibrator = None
+    if config.calibration_method is not None:
+        val = predictions["val"]
+        calibrator = fit_calibrator(
+            config.calibration_method, val.mean, val.std, truths["val"], coverage=config.calibration_coverage
+        )
+    scored = {name: score(predictions[name], truths[name], names, task, calibrator) for name in SPLITS}
+    results: dict[str, Any] = {name: scored[name][0] for name in SPLITS}
+    first = results_per_member[0]
     results.update(
-        best_epoch=result.best["epoch"] if result.best else 0,
-        epochs_run=result.epochs,
-        stopped_by_time_budget=result.stop is StopReason.TIME,
-        stopped_early=result.stop is StopReason.EARLY,
+        best_epoch=first.best["epoch"] if first.best else 0,
+        epochs_run=first.epochs,
+        stopped_by_time_budget=first.stop is StopReason.TIME,
+        stopped_early=first.stop is StopReason.EARLY,
         num_molecules={name: len(split[name]) for name in SPLITS},
         skipped_rows=[list(s) for s in dataset.skipped],
-        history=result.history,
+        history=first.history,
+        uncertainty_method=method.value,
+        ensemble_size=config.ensemble_size,
+        calibration=None if calibrator is None else calibrator.state_dict(),
         config=to_dict(config),
     )
+    if calibrator is not None:
+        results["uncalibrated"] = {
+            name: score(predictions[name], truths[name], names, task, None)[0] for name in SPLITS
+        }
+    if features is not None:
+        results["features"] = {"count": features.shape[1], "imputed_values": int(imputed)}
+    if config.ensemble_size > 1:
+        results["members"] = [
+            {"best_epoch": r.best["epoch"] if r.best else 0, "epochs_run": r.epochs, "stop": r.stop.value}
+            for r in results_per_member
+        ]
     run.write_json("metrics.json", results)
-    run.write_json("timing.json", {**result.timing(), "total_seconds": time.perf_counter() - started})
-    extra = {"target_names": names, "task": task.value, "scaler": scaler.state_dict()}
-    run.save_model(result.model, task_config=config, extra={**extra, "featurizer": to_dict(config.featurizer)})
-    run.write_bytes("predictions.csv", predictions_csv(dataset, split, predictions, names))
-    run.save_figure("parity.png", parity_figure(predictions, truths, names, task), dpi=120)
+    timing = {**first.timing(), "total_seconds": time.perf_counter() - started}
+    if config.ensemble_size > 1:
+        timing["members"] = [r.timing() for r in results_per_member]
+    run.write_json("timing.json", timing)
+    extra = {
+        "target_names": names,
+        "task": task.value,
+        "scaler": scaler.state_dict(),
+        "featurizer": to_dict(config.featurizer),
+        "smiles_columns": list(config.smiles_columns),
+        "uncertainty_method": method.value,
+        "ensemble_size": config.ensemble_size,
+        "uncertainty_dropout": config.uncertainty_dropout,
+        "dropout_samples": config.dropout_samples,
+        "seed": config.train.seed,
+        "features": spec.to_dict(),
+        "feature_names": feature_names,
+        "feature_scaler": None if feature_scaler is None else feature_scaler.state_dict(),
+        "calibration": None if calibrator is None else calibrator.state_dict(),
+    }
+    for member, model in enumerate(members):
+        run.save_model(model, task_config=config, extra={**extra, "member": member}, name=member_file(member))
+    run.write_bytes("predictions.csv", predictions_csv(dataset, split, predictions, names, calibrator))
+    means = {name: predictions[name].mean for name in SPLITS}
+    run.save_figure("parity.png", parity_figure(means, truths, names, task), dpi=120)
     run.finish()
     return results
 
 
-def predict(
-    model_dir: str | Path,
-    data: str | Path,
-    smiles_column: str,
-    out: str | Path,
-    batch_size: int = 64,
-    device: str = "cpu",
-) -> int:
-    """Predicts every row of ``data``; returns the number of rows that could not be read.
+def score(
+    prediction: Prediction, truth: Tensor, names: list[str], task: Task, calibrator: Any
+) -> tuple[dict[str, dict[str, float]], Prediction, Any]:
+    """Metrics of one split per target: the task's, and the uncertainty's where there is one.
 
-    ``out`` (written atomically) reproduces the input: every record in order, blank lines
-    included, each row's fields unchanged, with ``<target>_pred`` per target and ``error``
-    (empty, or why the row could not be read: a bad SMILES, too few or too many fields)
-    in front (see :func:`structnets.chem.outputs.predicted_csv`). A bad row does not stop
-    the run.
+    Returns the metrics, the (calibrated) prediction and the intervals (or None).
     """
-    model, checkpoint = load_model(open_run(model_dir, task=TASK), task=TASK, map_location=device)
-    featurizer = from_dict(FeaturizerConfig, checkpoint.extra["featurizer"])
-    names, task = checkpoint.extra["target_names"], Task(checkpoint.extra["task"])
-    scaler = Scaler.from_state_dict(checkpoint.extra["scaler"])
-    if featurizer.distances or featurizer.complete_graph:
-        raise ValueError(
-            f"{model_dir} was trained on 3D inputs (distances or the complete graph), and predict reads SMILES, "
-            "which carry no geometry; train without --distances/--complete-graph to predict from SMILES"
-        )
-    if Path(out).is_dir():
-        raise ValueError(f"--out {out} is a directory; give the CSV file to write")
-    if Path(out).resolve() == Path(data).resolve():
-        raise ValueError(f"--out {out} is the input file; write the predictions elsewhere")
-    table = read_csv(data)
-    smiles_index = table.column(smiles_column, flag="SMILES column")
-    clashes = [c for c in predicted_columns(names) if c in table.names]
-    if clashes:
-        raise ValueError(f"{data}: the input already has column(s) {clashes}, which predict writes")
-    graphs, errors = [], []
-    for record in table.rows:
-        try:
-            width = table.width_error(record)
-            if width is not None:
-                raise MoleculeError(width)
-            graph = graph_from_smiles(record.fields[smiles_index].strip(), featurizer)
-            graphs.append(Data(x=graph.x, edge_index=graph.edge_index, edge_attr=graph.edge_attr))
-            errors.append("")
-        except MoleculeError as error:
-            errors.append(str(error))
-    outputs = _outputs(model, _batches(graphs, batch_size, torch.device(device)))
-    if task is Task.REGRESSION:
-        outputs = scaler.inverse(outputs, composition(graphs, featurizer) if scaler.baseline is not None else None)
+    results = metrics(prediction.mean, truth, names, task)
+    if not len(truth) or task is not Task.REGRESSION:
+        return results, prediction, None
+    prediction, intervals = calibrate(prediction, calibrator)
+    if prediction.std is None and intervals is None:
+        return results, prediction, None
+    if prediction.std is not None and bool((prediction.std > 0).all()):
+        lower, upper = (None, None) if intervals is None else intervals
+        extra = uncertainty_metrics(prediction.mean, prediction.std, truth, names, lower=lower, upper=upper)
     else:
-        outputs = torch.sigmoid(outputs)
-    values = iter(outputs.tolist())
-    predictions = [None if error else next(values) for error in errors]
-    atomic_write(out, predicted_csv(table, predictions, errors, names))
-    return sum(1 for e in errors if e)
+        extra = {name: {} for name in names}
+        if intervals is not None:
+            for k, name in enumerate(names):
+                low, high = intervals[0][:, k], intervals[1][:, k]
+                extra[name] = {
+                    "coverage": coverage(low, high, truth[:, k]),
+                    "interval_width": float((high - low).mean()),
+                }
+    for name in names:
+        results[name].update(extra[name])
+    return results, prediction, intervals
+
+
+def train_replicates(config: MolpropConfig, out_dir: str | Path) -> dict[str, Any]:
+    """``num_replicates`` runs on random splits of seeds ``seed, seed + 1, ...``; their summary."""
+    out_dir = Path(out_dir)
+    runs = []
+    for k in range(config.num_replicates):
+        seed = config.train.seed + k
+        replicate = dataclasses.replace(config, num_replicates=1, train=dataclasses.replace(config.train, seed=seed))
+        logger.info("replicate %d/%d (seed %d)", k + 1, config.num_replicates, seed)
+        runs.append(train(replicate, out_dir / f"replicate_{k}"))
+    summary = {"num_replicates": config.num_replicates, "seeds": [config.train.seed + k for k in range(len(runs))]}
+    for name in SPLITS:
+        summary[name] = {}
+        for target in runs[0][name]:
+            summary[name][target] = {}
+            for metric in runs[0][name][target]:
+                values = [r[name][target][metric] for r in runs]
+                summary[name][target][metric] = {
+                    "mean": float(np.mean(values)),
+                    "std": float(np.std(values, ddof=1)),
+                    "values": values,
+                }
+    atomic_write(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
 
 
 # ---------------------------------------------------------------------------- CLI
@@ -253,15 +409,13 @@ _DERIVED = ("steps", "schedule", "warmup_steps", "min_lr_ratio", "lr_by_clock", 
 _FLAG_DEFAULTS = MolpropConfig(dataset=MoleculeSet.ESOL)
 
 
-def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("molprop", aliases=["chem"], help="molecular property prediction with the MPNN")
-    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    tr = actions.add_parser("train", help="train an MPNN and write metrics, checkpoint, predictions and a parity plot")
+def _add_train_flags(parser: argparse.ArgumentParser) -> None:
+    """``molprop train``'s data source and config flags (not ``--out``), with chemprop's names as aliases."""
     described = {name: text.rstrip(".") for name, text in field_help(MolpropConfig).items()}
-    source = tr.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", help=described["data"])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", "--data-path", help=described["data"] + " (chemprop: --data-path)")
     source.add_argument("--dataset", choices=[m.value for m in MoleculeSet], help=described["dataset"])
-    tr.add_argument(
+    parser.add_argument(
         "--target-column",
         action="append",
         default=[],
@@ -269,38 +423,128 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         metavar="COLUMN",
         help=described["target_columns"],
     )
-    add_arguments(tr, MolpropConfig, defaults=_FLAG_DEFAULTS, exclude=_DERIVED)
-    tr.add_argument("--out", required=True, type=Path, help="the run directory to write")
+    parser.add_argument(
+        "--target-columns",
+        action="extend",
+        nargs="+",
+        dest="target_columns",
+        metavar="COLUMN",
+        help="several target columns at once (chemprop's flag; the same as repeating --target-column)",
+    )
+    parser.add_argument(
+        "--conformal-alpha",
+        type=float,
+        default=None,
+        metavar="ALPHA",
+        help="chemprop's way to give the conformal coverage: the error rate, coverage 1 - ALPHA (default: none)",
+    )
+    add_arguments(parser, MolpropConfig, defaults=_FLAG_DEFAULTS, exclude=_DERIVED)
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("molprop", aliases=["chem"], help="molecular property prediction with the MPNN")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    tr = actions.add_parser(
+        "train", help="train an MPNN (or an ensemble) and write metrics, checkpoints, predictions and a parity plot"
+    )
+    _add_train_flags(tr)
+    tr.add_argument("--out", "--output-dir", "--save-dir", required=True, type=Path, help="the run directory to write")
     tr.set_defaults(func=_train_cli)
     pr = actions.add_parser("predict", help="predict with a trained model; one output row per input row")
-    pr.add_argument("--model", required=True, type=Path, help="a run directory written by molprop train")
-    pr.add_argument("--data", required=True, type=Path, help="CSV file with a SMILES column")
-    pr.add_argument("--smiles-column", default="smiles", help="the column holding SMILES (default: smiles)")
-    pr.add_argument("--out", required=True, type=Path, help="the CSV file to write")
-    pr.add_argument("--batch-size", type=int, default=64, help="molecules per forward pass (default: 64)")
-    pr.add_argument("--device", default="cpu", help="torch device to predict on (default: cpu)")
+    _add_use_flags(pr, "predictions")
+    pr.add_argument(
+        "--descriptors-path",
+        type=Path,
+        default=None,
+        help="the rows' user descriptors (one row per data row), for a model trained with --descriptors-path",
+    )
     pr.set_defaults(func=_predict_cli)
+    fp = actions.add_parser(
+        "fingerprint", help="write the learned molecule embedding (the read-out) of every row; one row per input row"
+    )
+    _add_use_flags(fp, "fingerprints")
+    fp.add_argument("--member", type=int, default=0, help="the ensemble member whose read-out to write (default: 0)")
+    fp.set_defaults(func=_fingerprint_cli)
+    register_hpopt(actions, _add_train_flags, _config_from_args)
     return parser
+
+
+def _add_use_flags(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--model",
+        "--model-path",
+        "--model-paths",
+        required=True,
+        type=Path,
+        help="a run directory written by molprop train (chemprop: --model-paths)",
+    )
+    parser.add_argument(
+        "--data", "--test-path", required=True, type=Path, help="CSV file with SMILES column(s) (chemprop: --test-path)"
+    )
+    parser.add_argument(
+        "--smiles-column",
+        "--smiles-columns",
+        nargs="+",
+        default=None,
+        metavar="COLUMN",
+        help="the column(s) holding SMILES (default: the columns the model was trained on)",
+    )
+    parser.add_argument(
+        "--out", "--preds-path", "--output", required=True, type=Path, help=f"the CSV file of {what} to write"
+    )
+    parser.add_argument("--batch-size", type=int, default=64, help="molecules per forward pass (default: 64)")
+    parser.add_argument("--device", default="cpu", help="torch device to run on (default: cpu)")
 
 
 def _config_from_args(args: argparse.Namespace) -> MolpropConfig:
     sources = {"data": args.data, "dataset": args.dataset, "target_columns": tuple(args.target_columns)}
+    if args.conformal_alpha is not None:
+        if args.calibration_coverage != _FLAG_DEFAULTS.calibration_coverage:
+            raise ValueError("give the conformal coverage once: --calibration-coverage or --conformal-alpha")
+        sources["calibration_coverage"] = 1 - args.conformal_alpha
     return from_args(MolpropConfig, args, defaults=_FLAG_DEFAULTS, **sources)
+
+
+def _show(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v:.4g}" for k, v in values.items() if isinstance(v, float))
 
 
 def _train_cli(args: argparse.Namespace) -> int:
     metrics = train(_config_from_args(args), args.out)
-    if metrics:
+    if not metrics:
+        return 0
+    if "num_replicates" in metrics:
         for name, values in metrics["test"].items():
-            shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items())
-            print(f"test {name}: {shown}")
-        for row, value, reason in metrics["skipped_rows"]:
-            print(f"skipped row {row} ({value!r}): {reason}")
-        print(f"wrote {args.out}/metrics.json, timing.json, model.pt, predictions.csv, parity.png")
+            shown = ", ".join(f"{k} {v['mean']:.4g} ± {v['std']:.2g}" for k, v in values.items())
+            print(f"test {name} over {metrics['num_replicates']} splits: {shown}")
+        print(f"wrote {args.out}/summary.json and {args.out}/replicate_*/")
+        return 0
+    for name, values in metrics["test"].items():
+        print(f"test {name}: {_show(values)}")
+    for row, value, reason in metrics["skipped_rows"]:
+        print(f"skipped row {row} ({value!r}): {reason}")
+    models = "model.pt" if metrics["ensemble_size"] == 1 else f"model.pt .. model_{metrics['ensemble_size'] - 1}.pt"
+    print(f"wrote {args.out}/metrics.json, timing.json, {models}, predictions.csv, parity.png")
     return 0
 
 
 def _predict_cli(args: argparse.Namespace) -> int:
-    failed = predict(args.model, args.data, args.smiles_column, args.out, args.batch_size, args.device)
+    failed = predict(
+        args.model,
+        args.data,
+        args.smiles_column,
+        args.out,
+        args.batch_size,
+        args.device,
+        descriptors_path=args.descriptors_path,
+    )
+    print(f"wrote {args.out}" + (f" ({failed} row(s) could not be featurised; see the error column)" if failed else ""))
+    return 0
+
+
+def _fingerprint_cli(args: argparse.Namespace) -> int:
+    failed = fingerprint(
+        args.model, args.data, args.out, args.smiles_column, args.batch_size, args.device, member=args.member
+    )
     print(f"wrote {args.out}" + (f" ({failed} row(s) could not be featurised; see the error column)" if failed else ""))
     return 0

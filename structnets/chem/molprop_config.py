@@ -14,9 +14,12 @@ import enum
 from typing import Any
 
 from ..train.engine import LRSchedule, TrainConfig
+from .descriptors import MoleculeFeaturizer
+from .estimators import UncertaintyMethod
 from .featurize import FeaturizerConfig
 from .metrics import Task
 from .sources import MoleculeSet, SplitKind
+from .uncertainty import CalibrationMethod
 
 __all__ = ["Schedule", "MolpropConfig", "training", "engine_config"]
 
@@ -53,7 +56,32 @@ class MolpropConfig:
         data: CSV file with a SMILES column and target columns.
         dataset: a named dataset: esol, freesolv, lipophilicity and qm9-subset are read from
             the data directory, qm9 (all 130,831 molecules) from the installed qm9pack package.
-        smiles_column: the CSV column holding SMILES.
+        smiles_columns: the CSV column(s) holding SMILES; several for rows of several molecules
+            (a solute and a solvent, reactants), each read by its own encoder.
+        shared_encoder: with several SMILES columns, one MPNN encoder for every column.
+        molecule_featurizers: per-molecule features computed with rdkit and joined to the
+            read-out: morgan_binary, morgan_count (radius 2, 2048 bits), rdkit_2d (rdkit's
+            2D descriptors); v1_rdkit_2d_normalized is read as rdkit_2d. Counts and
+            descriptors are standardised on the training split; a value rdkit cannot compute
+            is replaced by the training split's median of its column.
+        descriptors_path: user descriptors per data row (CSV with a header, .npz or .npy), joined
+            to the read-out and standardised on the training split; NaN or infinity is an error.
+        ensemble_size: models trained from different initialisations (seeds seed, seed+1, ...),
+            averaged; their spread is the uncertainty.
+        uncertainty_method: none, ensemble, mve (a variance head, Gaussian likelihood),
+            evidential-total/-aleatoric/-epistemic (Amini et al.'s evidential regression) or
+            dropout (Monte Carlo dropout at prediction); default: ensemble when ensemble_size > 1,
+            else none.
+        evidential_regularization: weight of the evidential regulariser (Soleimany et al.'s 0.2).
+        uncertainty_dropout: dropout probability of Monte Carlo dropout at prediction.
+        dropout_samples: forward passes of Monte Carlo dropout.
+        calibration_method: recalibrate the uncertainty on the validation split: zscaling (one
+            scale per target for the predicted standard deviation) or conformal-regression
+            (intervals with calibration_coverage, normalised by the predicted standard deviation
+            where there is one).
+        calibration_coverage: the coverage the conformal intervals aim for.
+        num_replicates: repeat the run on this many random splits (seeds seed, seed+1, ...) and
+            report each metric's mean and standard deviation.
         target_columns: target columns to learn (repeat the flag for several); for a named
             dataset, all of its targets when none are given.
         data_dir: data directory; none for $STRUCTNETS_DATA_DIR (else ~/.cache/structnets/data).
@@ -91,7 +119,7 @@ class MolpropConfig:
 
     data: str | None = dataclasses.field(default=None, metadata={"cli": False})
     dataset: MoleculeSet | None = dataclasses.field(default=None, metadata={"cli": False})
-    smiles_column: str = "smiles"
+    smiles_columns: tuple[str, ...] = dataclasses.field(default=("smiles",), metadata={"aliases": ("--smiles-column",)})
     target_columns: tuple[str, ...] = dataclasses.field(default=(), metadata={"cli": False})
     data_dir: str | None = None
     limit: int | None = None
@@ -119,6 +147,19 @@ class MolpropConfig:
     lr_schedule: Schedule = dataclasses.field(default=Schedule.PLATEAU, metadata={"aliases": ("--schedule",)})
     warmup_epochs: float = 2.0
     final_lr_ratio: float = 0.1
+    shared_encoder: bool = dataclasses.field(default=False, metadata={"aliases": ("--mpn-shared",)})
+    molecule_featurizers: tuple[MoleculeFeaturizer, ...] = dataclasses.field(
+        default=(), metadata={"aliases": ("--features-generators",)}
+    )
+    descriptors_path: str | None = None
+    ensemble_size: int = 1
+    uncertainty_method: UncertaintyMethod | None = None
+    evidential_regularization: float = dataclasses.field(default=0.2, metadata={"aliases": ("--v-kl",)})
+    uncertainty_dropout: float = dataclasses.field(default=0.1, metadata={"aliases": ("--uncertainty-dropout-p",)})
+    dropout_samples: int = dataclasses.field(default=10, metadata={"aliases": ("--dropout-sampling-size",)})
+    calibration_method: CalibrationMethod | None = None
+    calibration_coverage: float = 0.9
+    num_replicates: int = 1
     train: TrainConfig = dataclasses.field(default_factory=training)
 
     def __post_init__(self) -> None:
@@ -131,6 +172,29 @@ class MolpropConfig:
                 known = ", ".join(m.value for m in MoleculeSet)
                 raise ValueError(f"unknown dataset {self.dataset!r}; choose from {known}") from None
         object.__setattr__(self, "target_columns", tuple(self.target_columns))
+        if isinstance(self.smiles_columns, str):
+            object.__setattr__(self, "smiles_columns", (self.smiles_columns,))
+        object.__setattr__(self, "smiles_columns", tuple(self.smiles_columns))
+        object.__setattr__(self, "molecule_featurizers", tuple(map(MoleculeFeaturizer, self.molecule_featurizers)))
+        if isinstance(self.uncertainty_method, str):
+            object.__setattr__(self, "uncertainty_method", UncertaintyMethod(self.uncertainty_method))
+        if isinstance(self.calibration_method, str):
+            object.__setattr__(self, "calibration_method", CalibrationMethod.parse(self.calibration_method))
+        self._check_uncertainty()
+        if not self.smiles_columns or len(set(self.smiles_columns)) != len(self.smiles_columns):
+            raise ValueError(f"--smiles-columns must name each column once, got {list(self.smiles_columns)}")
+        if len(self.smiles_columns) > 1 and self.dataset is not None:
+            raise ValueError(
+                "several --smiles-columns need --data FILE.csv; the named datasets have one molecule a row"
+            )
+        if self.shared_encoder and len(self.smiles_columns) < 2:
+            raise ValueError("--shared-encoder shares one encoder between several --smiles-columns; one is given")
+        if len(self.smiles_columns) > 1 and (self.distances or self.complete_graph):
+            raise ValueError("several molecules per row are read from SMILES, which carry no 3D geometry")
+        if self.num_replicates < 1:
+            raise ValueError(f"--num-replicates must be at least 1, got {self.num_replicates}")
+        if self.num_replicates > 1 and (self.split_indices is not None or self.split_sizes is not None):
+            raise ValueError("--num-replicates draws a new random split per replicate; it cannot take a fixed split")
         if self.data is not None and not self.target_columns:
             raise ValueError("--data needs at least one --target-column")
         if self.distance_bins is not None and self.distance_bins > 0 and not self.distances:
@@ -152,6 +216,41 @@ class MolpropConfig:
             raise ValueError("molprop counts epochs: give epochs")
         if not 0 <= self.final_lr_ratio <= 1 or self.warmup_epochs < 0:
             raise ValueError("final_lr_ratio must lie in [0, 1] and warmup_epochs be >= 0")
+
+    def _check_uncertainty(self) -> None:
+        if self.ensemble_size < 1:
+            raise ValueError(f"--ensemble-size must be at least 1, got {self.ensemble_size}")
+        method = self.uncertainty
+        if method is UncertaintyMethod.ENSEMBLE and self.ensemble_size < 2:
+            raise ValueError("--uncertainty-method ensemble needs --ensemble-size 2 or more (a spread of members)")
+        if method not in (UncertaintyMethod.NONE, UncertaintyMethod.ENSEMBLE) and self.task is not Task.REGRESSION:
+            raise ValueError(
+                f"--uncertainty-method {method.value} is for regression; classification gives probabilities"
+            )
+        if not 0 < self.uncertainty_dropout < 1 or self.dropout_samples < 2:
+            raise ValueError("--uncertainty-dropout must lie in (0, 1) and --dropout-samples be at least 2")
+        if self.calibration_method is not None:
+            if self.task is not Task.REGRESSION:
+                raise ValueError("--calibration-method calibrates regression uncertainty; the task is classification")
+            if self.calibration_method is CalibrationMethod.ZSCALING and method is UncertaintyMethod.NONE:
+                raise ValueError(
+                    "--calibration-method zscaling rescales a predicted standard deviation: choose an "
+                    "--uncertainty-method (or --ensemble-size 2 or more)"
+                )
+        if not 0 < self.calibration_coverage < 1:
+            raise ValueError(f"--calibration-coverage must lie in (0, 1), got {self.calibration_coverage}")
+
+    @property
+    def uncertainty(self) -> UncertaintyMethod:
+        """The uncertainty method: as given, else ensemble for several members, else none."""
+        if self.uncertainty_method is not None:
+            return self.uncertainty_method
+        return UncertaintyMethod.ENSEMBLE if self.ensemble_size > 1 else UncertaintyMethod.NONE
+
+    @property
+    def smiles_column(self) -> str:
+        """The first (for one molecule per row, the only) SMILES column."""
+        return self.smiles_columns[0]
 
     @property
     def bins(self) -> int:

@@ -29,18 +29,45 @@ SPLITS = ("train", "val", "test")
 
 
 def predictions_csv(
-    dataset: MoleculeDataset, split: Mapping[str, Sequence[int]], predictions: Mapping[str, Tensor], names: list[str]
+    dataset: MoleculeDataset,
+    split: Mapping[str, Sequence[int]],
+    predictions: Mapping[str, Any],
+    names: list[str],
+    calibrator: Any = None,
 ) -> str:
-    """``split,row,smiles,<target>_true...,<target>_pred...``, split by split in split order."""
+    """``split,row,smiles,<target>_true...,<target>_pred...`` (then ``<target>_std``, ``_lower``, ``_upper``).
+
+    ``predictions[split]`` is a :class:`structnets.chem.ensemble.Prediction` (or a tensor of
+    means); the standard deviation columns come where it has one, after ``calibrator``, and
+    the interval columns where the calibrator gives intervals (conformal regression). Rows of
+    several molecules add the further SMILES as ``smiles_2``, ``smiles_3``, ...
+    """
+    from .ensemble import Prediction, calibrate  # the ensemble reads outputs' siblings, not the reverse
+
+    shown = {}
+    for name in SPLITS:
+        prediction = predictions[name]
+        if not isinstance(prediction, Prediction):
+            prediction = Prediction(prediction, None)
+        shown[name] = calibrate(prediction, calibrator) if len(prediction.mean) else (prediction, None)
+    has_std = any(p.std is not None for p, _ in shown.values())
+    has_interval = any(i is not None for _, i in shown.values())
+    more = dataset.molecules_per_row - 1
+    header = ["split", "row", "smiles"] + [f"smiles_{k + 2}" for k in range(more)]
+    header += [f"{n}_true" for n in names] + [f"{n}_pred" for n in names]
+    header += [f"{n}_std" for n in names] if has_std else []
+    header += [f"{n}_{side}" for side in ("lower", "upper") for n in names] if has_interval else []
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\r\n")
-    writer.writerow(["split", "row", "smiles"] + [f"{n}_true" for n in names] + [f"{n}_pred" for n in names])
+    writer.writerow(header)
     for name in SPLITS:
+        prediction, intervals = shown[name]
+        parts = [prediction.mean] + ([prediction.std] if has_std else []) + (list(intervals) if has_interval else [])
         for k, index in enumerate(split[name]):
             writer.writerow(
-                [name, dataset.rows[index], dataset.smiles[index]]
+                [name, dataset.rows[index], dataset.smiles[index], *dataset.other_smiles[index]]
                 + [f"{float(v):.6g}" for v in dataset.targets[index]]
-                + [f"{float(v):.6g}" for v in predictions[name][k]]
+                + [f"{float(v):.6g}" for part in parts for v in part[k]]
             )
     return text.getvalue()
 
@@ -80,9 +107,13 @@ def parity_figure(predictions: Mapping[str, Tensor], truths: Mapping[str, Tensor
     return fig
 
 
-def predicted_columns(names: Sequence[str]) -> list[str]:
-    """The columns ``predict`` adds to its input: ``<target>_pred`` per target, then ``error``."""
-    return [f"{name}_pred" for name in names] + ["error"]
+def predicted_columns(names: Sequence[str], *, std: bool = False, interval: bool = False) -> list[str]:
+    """The columns ``predict`` adds to its input: ``<target>_pred`` per target (then ``<target>_std``
+    per target, and ``<target>_lower``, ``<target>_upper``), then ``error``."""
+    columns = [f"{name}_pred" for name in names]
+    columns += [f"{name}_std" for name in names] if std else []
+    columns += [f"{name}_{side}" for side in ("lower", "upper") for name in names] if interval else []
+    return columns + ["error"]
 
 
 def predicted_csv(
@@ -90,6 +121,8 @@ def predicted_csv(
     predictions: Sequence[Sequence[float] | None],
     errors: Sequence[str],
     names: Sequence[str],
+    *,
+    columns: Sequence[str] | None = None,
 ) -> str:
     """``predict``'s output: the input table reproduced, with the predicted columns in front.
 
@@ -101,24 +134,29 @@ def predicted_csv(
 
     Args:
         table: the input (:func:`structnets.train.data.read_csv`).
-        predictions: per data row, one value per target, or None where the row could not be read.
+        predictions: per data row, one value per added column, or None where the row could not be read.
         errors: per data row, why it could not be read, or an empty string.
         names: the target names.
+        columns: the added columns before ``error`` (default: ``<target>_pred`` per target);
+            ``molprop fingerprint`` writes its embedding's columns this way.
     """
     count = len(table.rows)
     if not len(predictions) == len(errors) == count:
         raise ValueError(f"{len(predictions)} predictions and {len(errors)} errors for {count} data rows")
+    added = list(columns) if columns is not None else predicted_columns(names)[:-1]
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\r\n")
     for _ in range(table.blank_lines_before_header):
         writer.writerow([])
-    writer.writerow(predicted_columns(names) + list(table.header))
+    writer.writerow(added + ["error"] + list(table.header))
     rows = iter(zip(predictions, errors, strict=True))
     for record in table.records:
         if record.index is None:
             writer.writerow([])
             continue
         values, error = next(rows)
-        predicted = [f"{v:.6g}" for v in values] if values is not None else [""] * len(names)
+        if values is not None and len(values) != len(added):
+            raise ValueError(f"{len(values)} values for the {len(added)} added columns")
+        predicted = [f"{v:.6g}" for v in values] if values is not None else [""] * len(added)
         writer.writerow(predicted + [error] + record.fields)
     return text.getvalue()

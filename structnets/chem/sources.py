@@ -76,7 +76,7 @@ def load_molecules(config: MolpropConfig) -> MoleculeDataset:
     if config.dataset is None:
         dataset = read_molecule_csv(
             Path(config.data),
-            config.smiles_column,
+            config.smiles_columns,
             list(config.target_columns),
             config.featurizer,
             skip_invalid=config.skip_invalid,
@@ -114,14 +114,7 @@ def subsample(dataset: MoleculeDataset, sample: int, seed: int) -> MoleculeDatas
     if sample > len(dataset):
         raise ValueError(f"cannot sample {sample} molecules out of the {len(dataset)} read")
     keep = sorted(torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:sample].tolist())
-    return dataclasses.replace(
-        dataset,
-        smiles=[dataset.smiles[i] for i in keep],
-        graphs=[dataset.graphs[i] for i in keep],
-        targets=dataset.targets[keep],
-        rows=[dataset.rows[i] for i in keep],
-        positions=[dataset.positions[i] for i in keep],
-    )
+    return dataset.pick(keep)
 
 
 def split_by_rows(path: Path, dataset: MoleculeDataset) -> dict[str, list[int]]:

@@ -5,6 +5,7 @@ from .char_lm import CharLM, CharLMConfig
 from .gns import GNSConfig, LearnedSimulator
 from .memory_network import Addressing, MemoryConfig, MemoryNetwork
 from .mpnn import MPNN, EdgeNetwork, MPNNConfig
+from .multi_mpnn import MultiMPNN, MultiMPNNConfig
 from .pointgnn import PointGNN, PointGNNConfig
 from .sequence_classifier import SequenceClassifier, SequenceClassifierConfig
 from .tree_lstm import ExportableTreeClassifier, TreeCell, TreeClassifier, TreeClassifierConfig
@@ -14,6 +15,8 @@ __all__ = [
     "MPNN",
     "MPNNConfig",
     "EdgeNetwork",
+    "MultiMPNN",
+    "MultiMPNNConfig",
     "Set2Set",
     "GNSConfig",
     "LearnedSimulator",

@@ -78,6 +78,10 @@ class MPNNConfig:
             categories (``atom_features`` columns); each column is one-hot encoded before
             the first layer. Empty (the default): the atom features are real vectors.
         categorical_bond_features: likewise for the bond features.
+        extra_features: per-molecule features (fingerprints, descriptors) joined to the
+            read-out before the head, as ``model(..., features=...)`` gives them.
+        with_head: False for an encoder alone: ``forward`` returns the read-out (the learned
+            fingerprint), as :class:`MultiMPNN` uses one encoder per molecule of a row.
     """
 
     atom_features: int
@@ -95,6 +99,13 @@ class MPNNConfig:
     distance_cutoff: float = 8.0
     categorical_atom_features: tuple[int, ...] = ()
     categorical_bond_features: tuple[int, ...] = ()
+    extra_features: int = 0
+    with_head: bool = True
+
+    @property
+    def fingerprint_size(self) -> int:
+        """Width of the read-out (:meth:`MPNN.fingerprint`): Set2Set's ``4 d``, plus ``2 d`` summed."""
+        return (6 if self.sum_readout else 4) * self.hidden_size
 
     def __post_init__(self) -> None:
         for name, columns in (("atom", self.atom_features), ("bond", self.bond_features)):
@@ -285,8 +296,12 @@ class MPNN(nn.Module):
             self.register_buffer("distance_centres", centres, persistent=False)
         self.update = GRUCell(d, d)
         self.readout = Set2Set(2 * d, config.set2set_steps)
-        head_inputs = (6 if config.sum_readout else 4) * d
-        self.head = MLP([head_inputs, config.readout_hidden_size, config.num_targets], dropout=config.dropout)
+        head_inputs = config.fingerprint_size + config.extra_features
+        self.head = (
+            MLP([head_inputs, config.readout_hidden_size, config.num_targets], dropout=config.dropout)
+            if config.with_head
+            else None
+        )
 
     def node_states(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor) -> tuple[Tensor, Tensor]:
         """``(h^0, h^T)``: node states before and after the message-passing rounds."""
@@ -350,7 +365,40 @@ class MPNN(nn.Module):
         edge_attr: Tensor | None = None,
         batch: Tensor | None = None,
         num_graphs: int | None = None,
+        *,
+        features: Tensor | None = None,
     ) -> Tensor:
+        """The head's outputs ``[num_graphs, num_targets]`` (the read-out without a head).
+
+        ``features`` ``[num_graphs, extra_features]`` are joined to the read-out before the
+        head; a ``Data`` or ``Batch`` may carry them as its ``features`` attribute.
+        """
+        if is_graph_data(x) and features is None:
+            features = getattr(x, "features", None)
+        pooled = self.fingerprint(x, edge_index, edge_attr, batch, num_graphs)
+        if self.head is None:
+            return pooled
+        if self.config.extra_features:
+            if features is None or features.shape != (pooled.shape[0], self.config.extra_features):
+                shape = None if features is None else tuple(features.shape)
+                raise ValueError(
+                    f"this MPNN joins {self.config.extra_features} per-molecule features to its read-out: pass "
+                    f"features=[{pooled.shape[0]}, {self.config.extra_features}], got {shape}"
+                )
+            pooled = torch.cat([pooled, features.to(pooled.dtype)], -1)
+        elif features is not None and features.numel():
+            raise ValueError("this MPNN takes no per-molecule features (extra_features is 0)")
+        return self.head(pooled)
+
+    def fingerprint(
+        self,
+        x: Tensor | Data,
+        edge_index: Tensor | None = None,
+        edge_attr: Tensor | None = None,
+        batch: Tensor | None = None,
+        num_graphs: int | None = None,
+    ) -> Tensor:
+        """The read-out ``[num_graphs, fingerprint_size]``: Set2Set of ``[h^T, h^0]`` (and their sum)."""
         if is_graph_data(x):
             if edge_index is not None or edge_attr is not None or batch is not None:
                 raise ValueError("with a Data or Batch, call model(data): the tensors come from it")
@@ -372,7 +420,7 @@ class MPNN(nn.Module):
         if self.config.sum_readout:
             summed = scatter(states, batch, 0, num_graphs, reduce="sum") / self.config.sum_readout_scale
             pooled = torch.cat([pooled, summed], -1)
-        return self.head(pooled)
+        return pooled
 
     def forward_batch(self, data: Data) -> Tensor:
         """Runs on a ``torch_geometric.data.Batch`` (the same as ``model(data)``)."""

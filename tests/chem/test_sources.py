@@ -25,7 +25,9 @@ def test_qm9_targets_are_chosen_and_a_missing_one_named(data_dir):
 
 def test_a_csv_file(tmp_path):
     (tmp_path / "m.csv").write_text("name,smi,y\na,CCO,1\nb,CCC,2\nc,CCN,3\n")
-    dataset = load_molecules(MolpropConfig(data=str(tmp_path / "m.csv"), smiles_column="smi", target_columns=("y",)))
+    dataset = load_molecules(
+        MolpropConfig(data=str(tmp_path / "m.csv"), smiles_columns=("smi",), target_columns=("y",))
+    )
     assert dataset.smiles == ["CCO", "CCC", "CCN"] and dataset.targets.view(-1).tolist() == [1, 2, 3]
 
 
