@@ -126,7 +126,7 @@ class MolpropConfig:
     sample: int | None = None
     task: Task = Task.REGRESSION
     split: SplitKind = SplitKind.RANDOM
-    split_indices: str | None = None
+    split_indices: str | None = dataclasses.field(default=None, metadata={"aliases": ("--splits-file",)})
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     split_sizes: tuple[int, int] | None = None
     composition_baseline: bool = True

@@ -174,6 +174,8 @@ def _check_split(split: object, num: int | None, where: str) -> dict[str, list[i
 def read_split_json(path: str | Path, num: int) -> dict[str, list[int]]:
     """Reads ``{"train": [...], "val": [...], "test": [...]}`` of 0-based row indices.
 
+    chemprop's ``--splits-file`` format, a list of such objects, is read when it holds one.
+
     Raises:
         FileNotFoundError: no such file.
         ValueError: invalid JSON, a missing or unexpected key, a non-integer or
@@ -187,6 +189,13 @@ def read_split_json(path: str | Path, num: int) -> dict[str, list[int]]:
         split = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON: {error}") from error
+    if isinstance(split, list):
+        if len(split) != 1:
+            raise ValueError(
+                f"{path}: a list of {len(split)} splits (chemprop's --splits-file); structnets trains on one split "
+                "a run: give a file with one"
+            )
+        split = split[0]
     return _check_split(split, num, str(path))
 
 

@@ -94,6 +94,13 @@ def test_split_json_round_trip(tmp_path):
     assert path.read_text().count("\n") == 5  # one key per line
 
 
+def test_chemprops_splits_file_of_one_split_is_read(tmp_path):
+    split = random_split(20, seed=3)
+    path = tmp_path / "chemprop_splits.json"
+    path.write_text(json.dumps([split]))
+    assert read_split_json(path, 20) == split
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
@@ -107,7 +114,8 @@ def test_split_json_round_trip(tmp_path):
         ({"train": [0, 4], "val": [1, 4], "test": [2]}, r"index 4 appears in both 'train' and 'val'"),
         ({"train": [0, 0], "val": [1], "test": [2]}, r"index 0 appears twice in the same split"),
         ({"train": 0, "val": [1], "test": [2]}, r"'train' must be a list"),
-        ([0, 1, 2], "must be an object"),
+        ([0, 1, 2], "a list of 3 splits"),
+        ([[0, 1, 2]], "must be an object"),
     ],
 )
 def test_bad_split_json_names_key_and_value(tmp_path, content, message):
