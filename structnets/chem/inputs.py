@@ -78,7 +78,7 @@ class MoleculeInputs:
     ) -> list[MoleculeBatch]:
         """Consecutive batches of ``rows`` (default: every row), in order, on ``device``."""
         chosen = torch.arange(self.num_rows) if rows is None else torch.as_tensor(rows, dtype=torch.long)
-        return [self.batch(part).to(device) for part in chosen.split(batch_size)]
+        return [self.batch(part).to(device) for part in chosen.split(batch_size) if len(part)]
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

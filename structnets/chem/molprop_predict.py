@@ -130,7 +130,13 @@ def _read_rows(
             width = table.width_error(record)
             if width is not None:
                 raise MoleculeError(width)
-            row = [graph_from_smiles(record.fields[i].strip(), featurizer) for i in indices]
+            row = []
+            for i in indices:
+                try:
+                    row.append(graph_from_smiles(record.fields[i].strip(), featurizer))
+                except MoleculeError as error:
+                    where = f" (column {table.names[i]!r})" if len(indices) > 1 else ""
+                    raise MoleculeError(f"{error}{where}") from error
         except MoleculeError as error:
             errors.append(str(error))
             continue

@@ -1,7 +1,9 @@
+import contextlib
 import csv
 import dataclasses
 import io
 import json
+import math
 import os
 import socket
 import subprocess
@@ -13,10 +15,16 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from torch.testing import assert_close
+from torch_geometric.data import Batch
 
+from structnets.chem.descriptors import rdkit_descriptor_names
+from structnets.chem.featurize import graph_from_smiles
 from structnets.chem.molprop import MolpropConfig, predict, train, training
+from structnets.chem.molprop_predict import load_run
+from structnets.chem.scaling import Scaler, composition
 from structnets.cli import main
-from structnets.models import MPNN, MPNNConfig
+from structnets.models import MPNN, MPNNConfig, MultiMPNN
 from structnets.train.checkpoint import CheckpointError, RunDirectory, load_model
 from structnets.train.engine import TrainConfig
 
@@ -407,3 +415,349 @@ def test_split_indices_refer_to_csv_rows_whatever_is_skipped(tmp_path, caplog):
 def test_split_indices_cannot_be_combined_with_sample():
     with pytest.raises(ValueError, match="cannot be combined with --sample"):
         MolpropConfig(dataset="esol", sample=10, split_indices="split.json")
+
+
+# ---------------------------------------------------------------- ensembles, uncertainty, features, several molecules
+TINY_SIZES = dict(hidden_size=8, edge_hidden_size=8, readout_hidden_size=16, rounds=2)
+ESOL_CSV = "esol/delaney-processed.csv"
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """One intra-op thread while training (tests/conftest.py's one_thread, for module-scoped fixtures)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _data_dir() -> Path:
+    return Path(os.environ.get("STRUCTNETS_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data"))
+
+
+def _tiny(**fields) -> MolpropConfig:
+    """ESOL's first 60 molecules (48/6/6), a tiny model, 2 epochs."""
+    fields.setdefault("train", _train())
+    return MolpropConfig(dataset="esol", data_dir=str(_data_dir()), limit=60, **TINY_SIZES, **fields)
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    """Trains each named config once for the module: ``tiny_runs(name, config) -> (metrics, run_dir)``."""
+    done: dict[str, tuple[dict, Path]] = {}
+    root = tmp_path_factory.mktemp("tiny")
+
+    def run(name: str, config: MolpropConfig) -> tuple[dict, Path]:
+        if name not in done:
+            with _one_thread():
+                done[name] = (train(config, root / name), root / name)
+        return done[name]
+
+    return run
+
+
+def _rows(run: Path, split: str | None = None) -> list[dict[str, str]]:
+    with (run / "predictions.csv").open(newline="") as handle:
+        return [r for r in csv.DictReader(handle) if split is None or r["split"] == split]
+
+
+def _column(rows, name) -> torch.Tensor:
+    return torch.tensor([float(r[name]) for r in rows], dtype=torch.float64)
+
+
+def _member_predictions(run: Path, smiles: list[str]) -> list[torch.Tensor]:
+    """Each member's prediction of ``smiles`` in the target's units, computed here from its weights."""
+    trained = load_run(run)
+    graphs = [graph_from_smiles(s, trained.featurizer) for s in smiles]
+    scaler = Scaler.from_state_dict(trained.extra["scaler"])
+    counts = composition(graphs, trained.featurizer)
+    batch = Batch.from_data_list(graphs)
+    with torch.no_grad():
+        return [scaler.inverse(member(batch).double(), counts)[:, 0] for member in trained.members]
+
+
+def test_an_ensemble_of_one_is_the_single_model(tiny_runs):
+    _, single = tiny_runs("single", _tiny())
+    one, run = tiny_runs("one", _tiny(ensemble_size=1, uncertainty_method="none"))
+    assert (run / "predictions.csv").read_bytes() == (single / "predictions.csv").read_bytes()
+    assert one["test"] == json.loads((single / "metrics.json").read_text())["test"]
+    assert not (run / "model_1.pt").exists() and "members" not in one and one["uncertainty_method"] == "none"
+
+
+def test_an_ensembles_first_member_is_the_single_run_and_the_prediction_their_mean(tiny_runs):
+    _, single = tiny_runs("single", _tiny())
+    metrics, run = tiny_runs("ensemble", _tiny(ensemble_size=2))
+    assert metrics["ensemble_size"] == 2 and metrics["uncertainty_method"] == "ensemble"
+    assert len(metrics["members"]) == 2 and (run / "model_1.pt").is_file()
+    first, _ = load_model(run / "model.pt", task="molprop")
+    second, checkpoint = load_model(run / "model_1.pt", task="molprop")
+    alone, _ = load_model(single, task="molprop")
+    assert checkpoint.extra["member"] == 1 and checkpoint.extra["ensemble_size"] == 2
+    assert first.state_dict().keys() == alone.state_dict().keys()
+    for key, value in alone.state_dict().items():
+        assert torch.equal(first.state_dict()[key], value), key  # same seed, same weights
+    assert not all(torch.equal(second.state_dict()[k], v) for k, v in first.state_dict().items())
+    rows = _rows(run)
+    assert [(r["split"], r["smiles"]) for r in rows] == [(r["split"], r["smiles"]) for r in _rows(single)]
+    p0, p1 = _member_predictions(run, [r["smiles"] for r in rows])
+    close = dict(rtol=1e-5, atol=1e-5)
+    assert_close(p0, _column(_rows(single), f"{TARGET}_pred"), **close)  # member 0 predicts as the single run
+    assert_close(_column(rows, f"{TARGET}_pred"), (p0 + p1) / 2, **close)
+    # The population std of two values is half their distance.
+    assert_close(_column(rows, f"{TARGET}_std"), (p0 - p1).abs() / 2, **close)
+    assert bool((_column(rows, f"{TARGET}_std") > 0).all())
+
+
+@pytest.mark.parametrize("method", ["mve", "evidential-total", "dropout"])
+def test_uncertainty_methods_give_a_positive_std_and_its_metrics(tiny_runs, method, tmp_path):
+    metrics, run = tiny_runs(method, _tiny(uncertainty_method=method))
+    assert metrics["uncertainty_method"] == method
+    rows = _rows(run)
+    std = _column(rows, f"{TARGET}_std")
+    assert bool(torch.isfinite(std).all()) and bool((std > 0).all())
+    written = json.loads((run / "metrics.json").read_text())
+    for split in ("val", "test"):
+        values = written[split][TARGET]
+        assert {"rmse", "nll", "miscalibration_area", "ence", "spearman"} <= set(values)
+        assert all(math.isfinite(values[k]) for k in ("nll", "miscalibration_area", "ence", "spearman"))
+        assert 0 <= values["miscalibration_area"] <= 0.5
+    # predict gives the run's own numbers back, std included (dropout: the same seeded passes).
+    test = _rows(run, "test")
+    data = _csv(tmp_path / "test.csv", [[r["smiles"]] for r in test], header=("smiles",))
+    predict(run, data, "smiles", tmp_path / "out.csv")
+    again = list(csv.DictReader((tmp_path / "out.csv").open()))
+    assert list(again[0])[:3] == [f"{TARGET}_pred", f"{TARGET}_std", "error"]
+    for name in (f"{TARGET}_pred", f"{TARGET}_std"):
+        assert_close(_column(again, name), _column(test, name), rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_spread_comes_from_the_dropout_passes(tiny_runs):
+    """With Monte Carlo dropout the mean of the passes is not the deterministic prediction."""
+    _, run = tiny_runs("dropout", _tiny(uncertainty_method="dropout"))
+    rows = _rows(run, "test")
+    (deterministic,) = _member_predictions(run, [r["smiles"] for r in rows])
+    assert not torch.allclose(_column(rows, f"{TARGET}_pred"), deterministic, rtol=1e-4, atol=1e-4)
+
+
+def test_zscaling_rescales_the_std_by_the_validation_fit(tiny_runs):
+    plain, mve = tiny_runs("mve", _tiny(uncertainty_method="mve"))
+    metrics, run = tiny_runs("zscaling", _tiny(uncertainty_method="mve", calibration_method="zscaling"))
+    calibration = json.loads((run / "metrics.json").read_text())["calibration"]
+    assert calibration["method"] == "zscaling" and len(calibration["scale"]) == 1
+    scale = calibration["scale"][0]
+    # The same weights as the uncalibrated run: its metrics are the "uncalibrated" entry.
+    assert metrics["uncalibrated"]["test"] == plain["test"]
+    assert metrics["test"][TARGET]["rmse"] == plain["test"][TARGET]["rmse"]
+    assert metrics["test"][TARGET]["nll"] != plain["test"][TARGET]["nll"]
+    before, after = _rows(mve), _rows(run)
+    assert_close(_column(after, f"{TARGET}_pred"), _column(before, f"{TARGET}_pred"), rtol=0, atol=0)
+    assert_close(_column(after, f"{TARGET}_std"), scale * _column(before, f"{TARGET}_std"), rtol=2e-5, atol=1e-6)
+    # The scale is the root mean squared z-score on the validation split.
+    val = _rows(mve, "val")
+    z = (_column(val, f"{TARGET}_true") - _column(val, f"{TARGET}_pred")) / _column(val, f"{TARGET}_std")
+    assert scale == pytest.approx(float(z.square().mean().sqrt()), rel=1e-4)
+    assert load_model(run, task="molprop")[1].extra["calibration"] == calibration
+
+
+def test_conformal_calibration_adds_intervals_and_their_coverage(tiny_runs, tmp_path):
+    metrics, run = tiny_runs(
+        "conformal",
+        _tiny(uncertainty_method="mve", calibration_method="conformal-regression", calibration_coverage=0.8),
+    )
+    calibration = metrics["calibration"]
+    assert calibration["method"] == "conformal-regression" and calibration["coverage"] == 0.8
+    quantile = calibration["quantile"][0]
+    assert quantile is not None and quantile > 0  # 6 validation molecules suffice for 0.8
+    rows = _rows(run)
+    pred, std = _column(rows, f"{TARGET}_pred"), _column(rows, f"{TARGET}_std")
+    lower, upper = _column(rows, f"{TARGET}_lower"), _column(rows, f"{TARGET}_upper")
+    assert_close(upper - pred, quantile * std, rtol=1e-4, atol=1e-4)  # normalised by the std
+    assert_close(pred - lower, quantile * std, rtol=1e-4, atol=1e-4)
+    test = _rows(run, "test")
+    inside = [float(r[f"{TARGET}_lower"]) <= float(r[f"{TARGET}_true"]) <= float(r[f"{TARGET}_upper"]) for r in test]
+    values = metrics["test"][TARGET]
+    assert values["coverage"] == pytest.approx(sum(inside) / len(inside))
+    assert values["interval_width"] == pytest.approx(float((upper - lower)[-len(test) :].mean()), rel=1e-4)
+    assert "uncalibrated" in metrics and "coverage" not in metrics["uncalibrated"]["test"][TARGET]
+    data = _csv(tmp_path / "test.csv", [[r["smiles"]] for r in test], header=("smiles",))
+    predict(run, data, "smiles", tmp_path / "out.csv")
+    again = list(csv.DictReader((tmp_path / "out.csv").open()))
+    names = [f"{TARGET}_{part}" for part in ("pred", "std", "lower", "upper")]
+    assert list(again[0]) == [*names, "error", "smiles"]
+    for name in names:
+        assert_close(_column(again, name), _column(test, name), rtol=1e-5, atol=1e-5)
+
+
+def test_conformal_calibration_without_an_uncertainty_gives_plain_intervals(tiny_runs, tmp_path):
+    metrics, run = tiny_runs("plain-conformal", _tiny(calibration_method="conformal", calibration_coverage=0.8))
+    assert metrics["calibration"]["normalized"] is False
+    rows = _rows(run)
+    assert f"{TARGET}_std" not in rows[0] and f"{TARGET}_lower" in rows[0]
+    half = _column(rows, f"{TARGET}_upper") - _column(rows, f"{TARGET}_pred")
+    assert_close(half, torch.full_like(half, metrics["calibration"]["quantile"][0]), rtol=1e-4, atol=1e-4)
+    assert set(metrics["test"][TARGET]) == {"rmse", "mae", "r2", "coverage", "interval_width"}
+    data = _csv(tmp_path / "new.csv", [["CCO"]], header=("smiles",))
+    predict(run, data, "smiles", tmp_path / "out.csv")
+    assert next(csv.reader((tmp_path / "out.csv").open())) == [
+        f"{TARGET}_pred", f"{TARGET}_lower", f"{TARGET}_upper", "error", "smiles"
+    ]  # fmt: skip
+
+
+def _esol_smiles(count: int, start: int = 0) -> list[tuple[str, str]]:
+    """ESOL's SMILES and measured solubility, rows start .. start + count."""
+    with (_data_dir() / ESOL_CSV).open(newline="") as handle:
+        rows = list(csv.DictReader(handle))[start : start + count]
+    return [(r["smiles"].strip(), r[TARGET]) for r in rows]
+
+
+@pytest.fixture(scope="module")
+def featured(tmp_path_factory):
+    """A 40-row CSV, 2 random descriptors per row, and a run with morgan bits, rdkit 2D descriptors and them."""
+    folder = tmp_path_factory.mktemp("featured")
+    data = _csv(folder / "mols.csv", _esol_smiles(40))
+    values = torch.randn(40, 2, generator=torch.Generator().manual_seed(3)).tolist()
+    descriptors = _csv(folder / "descriptors.csv", [[f"{a:.6f}", f"{b:.6f}"] for a, b in values], header=("d1", "d2"))
+    config = MolpropConfig(
+        data=str(data),
+        target_columns=("y",),
+        molecule_featurizers=("morgan_binary", "rdkit_2d"),
+        descriptors_path=str(descriptors),
+        train=_train(),
+        **TINY_SIZES,
+    )
+    with _one_thread():
+        metrics = train(config, folder / "run")
+    return config, metrics, folder
+
+
+def test_computed_and_user_features_train_and_predict(featured, tmp_path, one_thread):
+    config, metrics, folder = featured
+    run, data, descriptors = folder / "run", folder / "mols.csv", folder / "descriptors.csv"
+    width = 2048 + len(rdkit_descriptor_names()) + 2
+    assert metrics["features"]["count"] == width
+    model, checkpoint = load_model(run, task="molprop")
+    assert model.config.extra_features == width and checkpoint.extra["feature_names"][-2:] == ["d1", "d2"]
+    assert math.isfinite(metrics["test"]["y"]["rmse"])
+    # predict, given the rows' descriptors, gives the run's predictions of the same rows.
+    assert predict(run, data, "smiles", tmp_path / "out.csv", descriptors_path=descriptors) == 0
+    again = list(csv.DictReader((tmp_path / "out.csv").open()))
+    reported = {int(r["row"]): float(r["y_pred"]) for r in _rows(run)}
+    for line, row in enumerate(again, start=2):
+        assert float(row["y_pred"]) == pytest.approx(reported[line], rel=1e-5, abs=1e-5)
+    # The descriptors are used: other values, other predictions.
+    values = torch.randn(40, 2).tolist()
+    other = _csv(tmp_path / "other.csv", [[f"{a:.3f}", f"{b:.3f}"] for a, b in values], header=("d1", "d2"))
+    predict(run, data, "smiles", tmp_path / "other_out.csv", descriptors_path=other)
+    changed = list(csv.DictReader((tmp_path / "other_out.csv").open()))
+    assert [r["y_pred"] for r in changed] != [r["y_pred"] for r in again]
+    with pytest.raises(ValueError, match="trained with user descriptors .* give this file's with --descriptors-path"):
+        predict(run, data, "smiles", tmp_path / "none.csv")
+    short = _csv(tmp_path / "short.csv", values[:10], header=("d1", "d2"))
+    with pytest.raises(ValueError, match="10 data rows of descriptors, but the data file has 40"):
+        predict(run, data, "smiles", tmp_path / "none.csv", descriptors_path=short)
+
+
+def test_a_nan_user_descriptor_is_refused_naming_its_line(featured, tmp_path):
+    config, _, folder = featured
+    lines = (folder / "descriptors.csv").read_text().splitlines()
+    lines[4] = "nan,0.5"  # the fourth data row, line 5
+    (tmp_path / "bad.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"bad\.csv, line 5, column 1 \('d1'\): 'nan' is not a finite number"):
+        train(dataclasses.replace(config, descriptors_path=str(tmp_path / "bad.csv")), tmp_path / "run")
+    assert not (tmp_path / "run" / "model.pt").exists()
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    """40 rows ``solute,solvent,y`` of ESOL molecules, and a run on them per encoder setting."""
+    folder = tmp_path_factory.mktemp("pairs")
+    first, second = _esol_smiles(40), _esol_smiles(40, start=40)
+    rows = [[a, b, f"{float(y) - 0.05 * len(b):.3f}"] for (a, y), (b, _) in zip(first, second)]
+    data = _csv(folder / "pairs.csv", rows, header=("solute", "solvent", "y"))
+    runs = {}
+    for shared in (False, True):
+        config = MolpropConfig(
+            data=str(data),
+            smiles_columns=("solute", "solvent"),
+            shared_encoder=shared,
+            target_columns=("y",),
+            train=_train(),
+            **TINY_SIZES,
+        )
+        with _one_thread():
+            runs[shared] = (train(config, folder / f"shared-{shared}"), folder / f"shared-{shared}")
+    return data, rows, runs
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_rows_of_two_molecules_train_and_predict_in_order(pairs, shared, tmp_path, one_thread):
+    data, rows, runs = pairs
+    metrics, run = runs[shared]
+    model, _ = load_model(run, task="molprop")
+    assert isinstance(model, MultiMPNN) and len(model.encoders) == (1 if shared else 2)
+    assert math.isfinite(metrics["test"]["y"]["rmse"])
+    written = _rows(run)
+    assert list(written[0])[:4] == ["split", "row", "smiles", "smiles_2"]
+    assert {(r["smiles"], r["smiles_2"]) for r in written} == {(a, b) for a, b, _ in rows}
+    # predict reads the same columns: every row back, in order, other columns kept.
+    new = [["p", rows[3][0], rows[3][1]], ["q", "CCO", "O"], ["r", rows[0][0], rows[0][1]]]
+    _csv(tmp_path / "new.csv", new, header=("id", "solute", "solvent"))
+    assert predict(run, tmp_path / "new.csv", None, tmp_path / "out.csv") == 0
+    out = list(csv.DictReader((tmp_path / "out.csv").open()))
+    assert [(r["id"], r["solute"], r["solvent"]) for r in out] == [tuple(r) for r in new]
+    reported = {(r["smiles"], r["smiles_2"]): float(r["y_pred"]) for r in written}
+    assert float(out[0]["y_pred"]) == pytest.approx(reported[(rows[3][0], rows[3][1])], rel=1e-5, abs=1e-5)
+    assert float(out[2]["y_pred"]) == pytest.approx(reported[(rows[0][0], rows[0][1])], rel=1e-5, abs=1e-5)
+    with pytest.raises(ValueError, match=r"reads 2 molecule\(s\) a row .* names 1: \['solute'\]"):
+        predict(run, tmp_path / "new.csv", "solute", tmp_path / "one.csv")
+
+
+def test_a_bad_second_molecule_is_an_error_row(pairs, tmp_path):
+    _, rows, runs = pairs
+    _, run = runs[False]
+    new = [[rows[0][0], rows[0][1]], ["CCO", "C1CC"], ["CCO", "CC"]]
+    _csv(tmp_path / "new.csv", new, header=("solute", "solvent"))
+    assert predict(run, tmp_path / "new.csv", ["solute", "solvent"], tmp_path / "out.csv") == 1
+    out = list(csv.DictReader((tmp_path / "out.csv").open()))
+    assert [(r["solute"], r["solvent"]) for r in out] == [tuple(r) for r in new]
+    assert out[0]["error"] == out[2]["error"] == "" and out[1]["y_pred"] == ""
+    assert "C1CC" in out[1]["error"]
+
+
+def test_a_bad_second_molecule_error_names_its_column(pairs, tmp_path):
+    _, _, runs = pairs
+    _csv(tmp_path / "new.csv", [["CCO", "C1CC"]], header=("solute", "solvent"))
+    predict(runs[False][1], tmp_path / "new.csv", None, tmp_path / "out.csv")
+    (row,) = csv.DictReader((tmp_path / "out.csv").open())
+    assert "solvent" in row["error"]  # as training's error does: "... (column 'solvent')"
+
+
+def test_replicates_write_a_summary_of_their_metrics(tmp_path, one_thread):
+    summary = train(_tiny(num_replicates=2, train=_train(epochs=1)), tmp_path / "runs")
+    assert json.loads((tmp_path / "runs" / "summary.json").read_text()) == json.loads(json.dumps(summary))
+    assert summary["num_replicates"] == 2 and summary["seeds"] == [0, 1]
+    runs = [json.loads((tmp_path / "runs" / f"replicate_{k}" / "metrics.json").read_text()) for k in range(2)]
+    assert [r["config"]["train"]["seed"] for r in runs] == [0, 1]
+    rmse = summary["test"][TARGET]["rmse"]
+    assert rmse["values"] == [r["test"][TARGET]["rmse"] for r in runs]
+    assert rmse["mean"] == pytest.approx(sum(rmse["values"]) / 2)
+    assert rmse["std"] == pytest.approx(abs(rmse["values"][0] - rmse["values"][1]) / math.sqrt(2))  # ddof 1
+    tests = [{r["smiles"] for r in _rows(tmp_path / "runs" / f"replicate_{k}", "test")} for k in range(2)]
+    assert tests[0] != tests[1]  # a new random split per replicate
+
+
+def test_uncertainty_config_errors():
+    with pytest.raises(ValueError, match="ensemble needs --ensemble-size 2 or more"):
+        _tiny(uncertainty_method="ensemble")
+    with pytest.raises(ValueError, match="--uncertainty-method mve is for regression"):
+        _tiny(uncertainty_method="mve", task="classification")
+    with pytest.raises(ValueError, match="zscaling rescales a predicted standard deviation"):
+        _tiny(calibration_method="zscaling")
+    with pytest.raises(ValueError, match="--num-replicates draws a new random split per replicate"):
+        _tiny(num_replicates=2, split_indices="split.json")
+    with pytest.raises(ValueError, match="--ensemble-size must be at least 1, got 0"):
+        _tiny(ensemble_size=0)
+    with pytest.raises(ValueError, match="--shared-encoder shares one encoder"):
+        _tiny(shared_encoder=True)
