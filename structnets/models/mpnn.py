@@ -46,7 +46,7 @@ from ..core.schedules import Synchronous
 from ..nn.mlp import MLP
 from ..nn.readout import Set2Set
 
-__all__ = ["MPNNConfig", "MPNN", "EdgeNetwork", "Set2Set"]
+__all__ = ["MPNNConfig", "MPNN", "EdgeNetwork", "Set2Set", "join_features"]
 
 
 @dataclass(frozen=True)
@@ -256,6 +256,25 @@ def _refuse_integers(values: Tensor, what: str) -> None:
         )
 
 
+def join_features(pooled: Tensor, features: Tensor | None, expected: int, what: str) -> Tensor:
+    """``[pooled, features]`` for a head that takes ``expected`` extra features per row (0: none).
+
+    Shapes:
+        pooled: ``[rows, width]``; features: ``[rows, expected]``; returns ``[rows, width + expected]``.
+    """
+    if expected:
+        if features is None or features.shape != (pooled.shape[0], expected):
+            shape = None if features is None else tuple(features.shape)
+            raise ValueError(
+                f"{what} joins {expected} per-row features to its read-out: pass "
+                f"features=[{pooled.shape[0]}, {expected}], got {shape}"
+            )
+        return torch.cat([pooled, features.to(pooled.dtype)], -1)
+    if features is not None and features.numel():
+        raise ValueError(f"{what} takes no per-row features (extra_features is 0)")
+    return pooled
+
+
 def _count_graphs(batch: Tensor) -> int:
     """``batch.max() + 1``; traced, an unbacked size (no host synchronisation, no guard)."""
     if torch.compiler.is_compiling():
@@ -378,17 +397,7 @@ class MPNN(nn.Module):
         pooled = self.fingerprint(x, edge_index, edge_attr, batch, num_graphs)
         if self.head is None:
             return pooled
-        if self.config.extra_features:
-            if features is None or features.shape != (pooled.shape[0], self.config.extra_features):
-                shape = None if features is None else tuple(features.shape)
-                raise ValueError(
-                    f"this MPNN joins {self.config.extra_features} per-molecule features to its read-out: pass "
-                    f"features=[{pooled.shape[0]}, {self.config.extra_features}], got {shape}"
-                )
-            pooled = torch.cat([pooled, features.to(pooled.dtype)], -1)
-        elif features is not None and features.numel():
-            raise ValueError("this MPNN takes no per-molecule features (extra_features is 0)")
-        return self.head(pooled)
+        return self.head(join_features(pooled, features, self.config.extra_features, "this MPNN"))
 
     def fingerprint(
         self,

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Batch
 
 from ..nn.mlp import MLP
-from .mpnn import MPNN, MPNNConfig
+from .mpnn import MPNN, MPNNConfig, join_features
 
 __all__ = ["MultiMPNNConfig", "MultiMPNN"]
 
@@ -94,14 +94,4 @@ class MultiMPNN(nn.Module):
 
     def forward(self, graphs: Sequence[Batch], *, features: Tensor | None = None) -> Tensor:
         pooled = self.fingerprint(graphs)
-        if self.config.extra_features:
-            if features is None or features.shape != (pooled.shape[0], self.config.extra_features):
-                shape = None if features is None else tuple(features.shape)
-                raise ValueError(
-                    f"this model joins {self.config.extra_features} per-example features to its read-outs: pass "
-                    f"features=[{pooled.shape[0]}, {self.config.extra_features}], got {shape}"
-                )
-            pooled = torch.cat([pooled, features.to(pooled.dtype)], -1)
-        elif features is not None and features.numel():
-            raise ValueError("this model takes no per-example features (extra_features is 0)")
-        return self.head(pooled)
+        return self.head(join_features(pooled, features, self.config.extra_features, "this model"))

@@ -67,12 +67,12 @@ def test_extra_features_join_the_read_out_before_the_head():
     batch.features = features  # a Batch may carry them
     assert_close(model(batch), expected, **EXACT)
     assert not torch.allclose(model(batch, features=features + 1), expected)
-    with pytest.raises(ValueError, match=r"joins 2 per-molecule features.*pass features=\[2, 2\], got None"):
+    with pytest.raises(ValueError, match=r"joins 2 per-row features.*pass features=\[2, 2\], got None"):
         model(_batch([3, 4]))
     with pytest.raises(ValueError, match=r"got \(2, 3\)"):
         model(_batch([3, 4]), features=torch.zeros(2, 3, dtype=torch.double))
     plain = MPNN(ENCODER).double()
-    with pytest.raises(ValueError, match="takes no per-molecule features"):
+    with pytest.raises(ValueError, match="takes no per-row features"):
         plain(_batch([3]), features=torch.zeros(1, 2, dtype=torch.double))
 
 
@@ -125,7 +125,7 @@ def test_wrong_positions_rows_and_features_are_refused():
         model(graphs)
     with pytest.raises(ValueError, match=r"pass features=\[2, 2\], got \(3, 2\)"):
         model(graphs, features=torch.zeros(3, 2, dtype=torch.double))
-    with pytest.raises(ValueError, match="takes no per-example features"):
+    with pytest.raises(ValueError, match="takes no per-row features"):
         _multi()(graphs, features=features)
     with pytest.raises(ValueError, match="at least 2 molecules per example, got 1; use MPNN"):
         MultiMPNNConfig(encoder=ENCODER, molecules=1)
