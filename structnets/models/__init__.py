@@ -1,5 +1,6 @@
 """Models built from structnets' cells, schedules and building blocks (:mod:`structnets.nn`)."""
 
+from ..nn.attention import AttentionScore
 from ..nn.readout import Set2Set
 from .char_lm import CharLM, CharLMConfig
 from .gns import GNSConfig, LearnedSimulator
@@ -7,6 +8,7 @@ from .memory_network import Addressing, MemoryConfig, MemoryNetwork
 from .mpnn import MPNN, EdgeNetwork, MPNNConfig
 from .multi_mpnn import MultiMPNN, MultiMPNNConfig
 from .pointgnn import PointGNN, PointGNNConfig
+from .seq2seq import CellKind, GreedyDecoder, Seq2Seq, Seq2SeqConfig, decoder_inputs, sequence_loss
 from .sequence_classifier import SequenceClassifier, SequenceClassifierConfig
 from .tree_lstm import ExportableTreeClassifier, TreeCell, TreeClassifier, TreeClassifierConfig
 
@@ -32,4 +34,11 @@ __all__ = [
     "MemoryNetwork",
     "SequenceClassifier",
     "SequenceClassifierConfig",
+    "Seq2Seq",
+    "Seq2SeqConfig",
+    "GreedyDecoder",
+    "CellKind",
+    "sequence_loss",
+    "decoder_inputs",
+    "AttentionScore",
 ]

@@ -2,14 +2,16 @@
 
 ::
 
-    tokens ─► Embedding ─► RNN (any ChainCell; stacked, optionally bidirectional) ─► h_n
-        last layer's final state (forward, and backward when bidirectional) ─► MLP ─► logits
+    tokens ─► Embedding ─► dropout ─► RNN (any ChainCell; stacked, optionally bidirectional) ─► h_n
+        last layer's final state (forward, and backward when bidirectional) ─► dropout ─► MLP ─► logits
 
 The summary of a sequence is the last layer's final forward hidden state ``h_T``,
 concatenated with the final backward state when bidirectional (for an LSTM, ``h`` and not
 ``c``). Variable lengths are handled by the RNN, so padding never reaches the summary: a
 sequence scored alone gives the same logits as in a padded batch. Used by the palindrome
-benchmark (one logit, binary), and fit for any task that labels whole sequences.
+benchmark (one logit, binary) and by SST sentiment on sentences (``structnets text classify``:
+five classes, dropout, a linear head as in Tai et al. 2015), and fit for any task that labels
+whole sequences. Dropout is off by default, and is the identity in eval mode.
 """
 
 from __future__ import annotations
@@ -36,9 +38,12 @@ class SequenceClassifierConfig:
         bidirectional: also run a backward direction and read both final states.
         hidden_size: hidden units per direction and layer.
         embedding_size: size of the token embedding.
-        mlp_hidden_size: width of the hidden layer of the classification head.
+        mlp_hidden_size: width of the hidden layer of the classification head; none for a
+            linear head (a softmax regression on the final states).
         num_layers: stacked recurrent layers.
         orthogonal: orthogonal initialisation of the recurrent weights.
+        dropout: dropout, in training, of the embeddings the RNN reads, between its stacked
+            layers, and of the final states the head reads; 0 for none.
     """
 
     vocab_size: int
@@ -47,23 +52,29 @@ class SequenceClassifierConfig:
     bidirectional: bool = False
     hidden_size: int = 128
     embedding_size: int = 32
-    mlp_hidden_size: int = 64
+    mlp_hidden_size: int | None = 64
     num_layers: int = 1
     orthogonal: bool = False
+    dropout: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.cell, ChainCell):
             raise TypeError(f"cell must be a structnets.core.cells.ChainCell, got {self.cell!r}")
         for name in ("vocab_size", "num_classes", "hidden_size", "embedding_size", "mlp_hidden_size", "num_layers"):
             value = getattr(self, name)
+            if name == "mlp_hidden_size" and value is None:
+                continue
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
 
 
 class SequenceClassifier(nn.Module):
     """``Embedding -> structnets.RNN -> final state -> MLP -> logits``.
 
-    ``logits = MLP([h_T^fwd, h_1^bwd])`` with ``h`` the last layer's final hidden states.
+    ``logits = MLP(dropout([h_T^fwd, h_1^bwd]))`` with ``h`` the last layer's final hidden
+    states of the RNN run on ``dropout(embedding(tokens))``.
 
     Args:
         config: sizes, cell and directions.
@@ -78,6 +89,7 @@ class SequenceClassifier(nn.Module):
         self.config = config
         self.num_directions = 2 if config.bidirectional else 1
         self.embedding = nn.Embedding(config.vocab_size, config.embedding_size)
+        self.dropout = nn.Dropout(config.dropout)
         self.rnn = RNN(
             config.embedding_size,
             config.hidden_size,
@@ -85,16 +97,19 @@ class SequenceClassifier(nn.Module):
             cell=config.cell.cls,
             bidirectional=config.bidirectional,
             batch_first=True,
+            # between stacked layers only: with one layer there is no such place (torch.nn warns)
+            dropout=config.dropout if config.num_layers > 1 else 0.0,
             orthogonal=config.orthogonal,
         )
         summary_size = self.num_directions * config.hidden_size
-        self.head = MLP([summary_size, config.mlp_hidden_size, config.num_classes])
+        hidden = [] if config.mlp_hidden_size is None else [config.mlp_hidden_size]
+        self.head = MLP([summary_size, *hidden, config.num_classes])
 
     def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
         """Scores a padded batch; ``lengths`` are the true lengths (moved to the CPU for the RNN)."""
-        _, h_n = self.rnn(self.embedding(tokens), lengths=lengths.cpu())
+        _, h_n = self.rnn(self.dropout(self.embedding(tokens)), lengths=lengths.cpu())
         if isinstance(h_n, tuple):  # LSTM: (h_n, c_n); classify from h_n
             h_n = h_n[0]
         batch, hidden = tokens.shape[0], self.config.hidden_size
         last = h_n.view(self.config.num_layers, self.num_directions, batch, hidden)[-1]  # (D, B, H)
-        return self.head(last.transpose(0, 1).reshape(batch, self.num_directions * hidden))
+        return self.head(self.dropout(last.transpose(0, 1).reshape(batch, self.num_directions * hidden)))
