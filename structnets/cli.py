@@ -21,6 +21,8 @@ TASKS = (
     ("structnets.lidar.detect", ("detect", "lidar"), "lidar"),
     ("structnets.sequences.copy_recall", ("memory",), None),
     ("structnets.text.charlm", ("charlm",), None),
+    ("structnets.sequences.execute", ("sequences",), None),
+    ("structnets.text", ("text",), None),
 )
 
 

@@ -1,0 +1,114 @@
+"""The settings of one Learning-to-Execute experiment: the target level, the curriculum, the model, the engine.
+
+:class:`ExecuteConfig` is the task's command line (``structnets sequences execute --help``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..core.cells import ChainCell
+from ..models.seq2seq import Seq2SeqConfig
+from ..nn.attention import AttentionScore
+from ..train.config import shared_fields
+from ..train.engine import TrainConfig
+from .programs import MAX_NESTING, VOCABULARY, Curriculum, CurriculumSchedule, Level
+
+__all__ = ["ExecuteConfig", "train_defaults"]
+
+
+def train_defaults() -> TrainConfig:
+    """The authors' batch of 100 programs and gradient norm clipped at 5; Adam at 1e-3, validated every 250 steps."""
+    return TrainConfig(steps=20000, batch_size=100, lr=1e-3, clip_grad_norm=5.0, log_every=50, eval_every=250)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecuteConfig:
+    """One Learning-to-Execute experiment (the authors' target length 6 and nesting 3, blend curriculum).
+
+    The model is a :class:`~structnets.models.Seq2Seq` reading the program's characters and
+    writing the printed integer's, then the stop symbol: two layers of 400 LSTM units as in
+    the paper, whose single LSTM read the program and then the output; here an attentional
+    encoder-decoder (bidirectional by default, 200 units each way).
+
+    Attributes:
+        length: the target length L: literals of up to L digits (uniform in [1, 10^L]).
+        nesting: the target nesting N: operations composed per program.
+        curriculum: how training programs' levels are chosen (baseline, naive, mix, blend).
+        threshold: naive and blend: the held-out per-character accuracy at the current level
+            above which the level moves up (the authors' 0.95).
+        stall: naive and blend: validations after which an accuracy lower than it was then
+            also moves the level up; 0 never (the authors' 5).
+        mix_fraction: blend: the share of each batch drawn as mix draws (the authors' 1/5).
+        embedding_size: size of the character embeddings.
+        hidden_size: units of the decoder's layers, and of the encoder's (both directions together).
+        num_layers: stacked layers of encoder and decoder.
+        bidirectional: read the program in both directions.
+        cell: the recurrent cell (lstm, gru, elman).
+        attention: the attention score (additive, dot, general).
+        input_feeding: join the previous attentional vector to the next input.
+        dropout: dropout in training (the authors' code drops half of each layer's inputs).
+        beam_width: hypotheses kept by the beam search scored by exact match; 0 for none.
+        length_penalty: the beam search ranks by log-probability / length ** length_penalty.
+        val_programs: held-out programs of the validation split at the target level (which
+            picks the kept weights), and at each curriculum level.
+        eval_programs: programs of the test split per cell of the length x nesting table.
+        num_threads: torch's intra-op threads while training and evaluating (restored
+            afterwards); none keeps torch's choice.
+        train: the engine's settings.
+    """
+
+    length: int = 6
+    nesting: int = 3
+    curriculum: Curriculum = Curriculum.BLEND
+    threshold: float = 0.95
+    stall: int = 5
+    mix_fraction: float = 0.2
+    embedding_size: int = 64
+    hidden_size: int = 400
+    num_layers: int = 2
+    bidirectional: bool = True
+    cell: ChainCell = ChainCell.LSTM
+    attention: AttentionScore = AttentionScore.GENERAL
+    input_feeding: bool = True
+    dropout: float = 0.0
+    beam_width: int = 5
+    length_penalty: float = 1.0
+    val_programs: int = 500
+    eval_programs: int = 200
+    num_threads: int | None = None
+    train: TrainConfig = dataclasses.field(default_factory=train_defaults)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.curriculum, Curriculum):
+            raise TypeError(f"curriculum must be a Curriculum, got {self.curriculum!r}")
+        if self.length < 1 or not 1 <= self.nesting <= MAX_NESTING:
+            raise ValueError(f"need length >= 1 and nesting in 1..{MAX_NESTING}, got {self.length} and {self.nesting}")
+        if self.beam_width < 0 or self.val_programs < 1 or self.eval_programs < 1:
+            raise ValueError("beam_width must be >= 0, and val_programs and eval_programs positive")
+        if self.train.steps is None:
+            raise ValueError("the execute task counts steps (its programs never run out): give train.steps")
+        self.schedule()  # checks the curriculum's settings
+        self.model_config()  # and the model's sizes
+
+    @property
+    def target(self) -> Level:
+        return Level(self.length, self.nesting)
+
+    def schedule(self) -> CurriculumSchedule:
+        """A fresh curriculum schedule at its starting level (1, 1)."""
+        return CurriculumSchedule(
+            self.curriculum, self.target, threshold=self.threshold, stall=self.stall, mix_fraction=self.mix_fraction
+        )
+
+    def model_config(self) -> Seq2SeqConfig:
+        size = len(VOCABULARY)
+        return shared_fields(
+            Seq2SeqConfig,
+            self,
+            source_vocab=size,
+            target_vocab=size,
+            pad=VOCABULARY.pad,
+            bos=VOCABULARY.bos,
+            eos=VOCABULARY.eos,
+        )

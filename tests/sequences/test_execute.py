@@ -1,0 +1,153 @@
+"""Tests for the Learning-to-Execute task (structnets.sequences.execute)."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from structnets.cli import main
+from structnets.models import Seq2Seq
+from structnets.sequences.execute import (
+    ExecuteConfig,
+    held_out,
+    load_model,
+    run,
+    score,
+    train,
+    training_batch,
+)
+from structnets.sequences.programs import VOCABULARY, Curriculum, CurriculumSchedule, Level, Split
+from structnets.train.engine import TrainConfig
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY = ExecuteConfig(
+    length=2,
+    nesting=2,
+    hidden_size=16,
+    embedding_size=8,
+    num_layers=1,
+    val_programs=16,
+    eval_programs=8,
+    beam_width=2,
+    train=TrainConfig(steps=4, batch_size=8, eval_every=2, log_every=2, progress=False, clip_grad_norm=5.0),
+)
+
+
+def _tiny(**changes):
+    train_changes = {key: changes.pop(key) for key in list(changes) if hasattr(TINY.train, key)}
+    return dataclasses.replace(TINY, **changes, train=dataclasses.replace(TINY.train, **train_changes))
+
+
+def test_the_cli_runs_end_to_end_and_writes_the_table(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(
+        ["sequences", "execute", "--length", "2", "--nesting", "2", "--curriculum", "blend", "--steps", "20",
+         "--hidden-size", "16", "--embedding-size", "8", "--num-layers", "1", "--batch-size", "8",
+         "--val-programs", "16", "--eval-programs", "8", "--beam-width", "2", "--eval-every", "10", "--no-progress",
+         "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    assert "per-character accuracy (teacher forced)" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    for measure in ("char_accuracy", "greedy_exact", "beam_exact"):
+        table = metrics[measure]
+        assert list(table) == ["1", "2", "3"]  # lengths 1..L, and L + 1
+        assert all(list(row) == ["1", "2", "3"] for row in table.values())  # nesting 1..N, and N + 1
+        assert all(0 <= value <= 1 for row in table.values() for value in row.values())
+        assert metrics["at_target"][measure] == table["2"]["2"]
+    assert metrics["curriculum"] == "blend" and metrics["train_steps"] == 20
+    assert metrics["target"] == {"length": 2, "nesting": 2} and set(metrics["final_level"]) == {"length", "nesting"}
+    assert (out / "accuracy.png").stat().st_size > 0 and (out / "model.pt").is_file()
+    assert json.loads((out / "run.json").read_text())["status"] == "complete"
+    model, config = load_model(out)
+    assert isinstance(model, Seq2Seq) and config.curriculum is Curriculum.BLEND and config.hidden_size == 16
+
+
+def test_the_same_seed_writes_the_same_metrics(tmp_path):
+    run(TINY, tmp_path / "a")
+    run(TINY, tmp_path / "b")
+    assert (tmp_path / "a" / "metrics.json").read_text() == (tmp_path / "b" / "metrics.json").read_text()
+
+
+def test_training_lowers_the_loss():
+    config = _tiny(hidden_size=32, embedding_size=16, steps=60, batch_size=16, lr=1e-2, log_every=20, eval_every=60)
+    result, _ = train(config)
+    losses = [entry["train_loss"] for entry in result.train_history]
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_training_batches_follow_the_schedule_and_depend_on_seed_and_step_only():
+    schedule = CurriculumSchedule(Curriculum.NAIVE, Level(3, 3))
+    first = training_batch(schedule, 0, 5, 6)
+    assert first.levels.tolist() == [[1, 1]] * 6
+    assert torch.equal(training_batch(schedule, 0, 5, 6).source, first.source)
+    assert not torch.equal(training_batch(schedule, 0, 6, 6).source[:, :4], first.source[:, :4])
+    schedule.level = Level(2, 3)
+    assert training_batch(schedule, 0, 5, 6).levels.tolist() == [[2, 3]] * 6
+    baseline = CurriculumSchedule(Curriculum.BASELINE, Level(3, 3))
+    assert training_batch(baseline, 0, 0, 4).levels.tolist() == [[3, 3]] * 4
+    for row in range(4):  # from the training split, as decoded text
+        code = VOCABULARY.decode(training_batch(baseline, 0, 0, 4).source[row])
+        assert Split.of(code) is Split.TRAIN
+
+
+def test_naive_moves_up_at_validations_and_the_history_says_where():
+    # A threshold below any accuracy moves the level at every validation (one per step here).
+    config = _tiny(curriculum=Curriculum.NAIVE, threshold=-1.0, steps=3, eval_every=1)
+    result, schedule = train(config)
+    levels = [(entry["level_length"], entry["level_nesting"]) for entry in result.validation_history]
+    assert levels == [(2, 1), (1, 2), (2, 2)]
+    assert schedule.level == Level(2, 2)
+    baseline, _ = train(_tiny(curriculum=Curriculum.BASELINE, steps=2))
+    assert all("level_length" not in entry for entry in baseline.validation_history)
+
+
+def test_a_resumed_run_continues_the_curriculum_and_the_stream(tmp_path):
+    config = _tiny(curriculum=Curriculum.NAIVE, threshold=-1.0, steps=4, eval_every=2)
+    whole, _ = train(config)
+    train(_tiny(curriculum=Curriculum.NAIVE, threshold=-1.0, steps=2, eval_every=2), run_dir=tmp_path)
+    resumed, schedule = train(dataclasses.replace(config, train=dataclasses.replace(config.train, resume=tmp_path)))
+    assert schedule.level == Level(1, 2)
+    for name, value in whole.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], value)
+
+
+class _Oracle(nn.Module):
+    """Knows the answers: teacher-forced logits put all mass on the targets; decoding returns them, or a wrong digit."""
+
+    def __init__(self, batch, wrong_decoding=False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(()))
+        self.batch, self.wrong = batch, wrong_decoding
+
+    def forward(self, source, source_lengths, target_in):
+        return nn.functional.one_hot(self.batch.target_out, len(VOCABULARY)).float() * 10
+
+    def greedy(self, source, source_lengths, max_length):
+        tokens = self.batch.target_out.clone()
+        if self.wrong:  # every first character changed to another symbol
+            tokens[:, 0] = torch.where(tokens[:, 0] == VOCABULARY.eos + 1, VOCABULARY.eos + 2, VOCABULARY.eos + 1)
+        return tokens
+
+    def beam_search(self, source, source_lengths, max_length, width, length_penalty):
+        return self.greedy(source, source_lengths, max_length)
+
+
+def test_scores_count_characters_with_the_stop_symbol_and_whole_outputs():
+    (batch,) = held_out(Level(2, 2), Split.TEST, 12, seed=0)
+    perfect = score(_Oracle(batch), [batch], decode=True, beam_width=3)
+    assert perfect.char_accuracy == perfect.greedy_exact == perfect.beam_exact == 1.0
+    wrong = score(_Oracle(batch, wrong_decoding=True), [batch], decode=True, beam_width=3)
+    assert wrong.char_accuracy == 1.0 and wrong.greedy_exact == 0.0 and wrong.beam_exact == 0.0
+    assert score(_Oracle(batch), [batch]).greedy_exact is None
+
+
+def test_held_out_sets_are_fixed_by_the_seed_and_come_from_their_split():
+    first = held_out(Level(1, 2), Split.VALIDATION, 5, seed=3)[0]
+    assert torch.equal(first.source, held_out(Level(1, 2), Split.VALIDATION, 5, seed=3)[0].source)
+    codes = [VOCABULARY.decode(row) for row in first.source]
+    assert all(Split.of(code) is Split.VALIDATION for code in codes)
+    assert len(held_out(Level(1, 1), Split.TEST, 600, seed=0)) == 3  # batches of at most 250
