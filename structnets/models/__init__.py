@@ -10,6 +10,7 @@ from .multi_mpnn import MultiMPNN, MultiMPNNConfig
 from .pointgnn import PointGNN, PointGNNConfig
 from .seq2seq import CellKind, GreedyDecoder, Seq2Seq, Seq2SeqConfig, decoder_inputs, sequence_loss
 from .sequence_classifier import SequenceClassifier, SequenceClassifierConfig
+from .tree2seq import Tree2Seq, Tree2SeqConfig
 from .tree_lstm import ExportableTreeClassifier, TreeCell, TreeClassifier, TreeClassifierConfig
 
 __all__ = [
@@ -37,6 +38,8 @@ __all__ = [
     "Seq2Seq",
     "Seq2SeqConfig",
     "GreedyDecoder",
+    "Tree2Seq",
+    "Tree2SeqConfig",
     "CellKind",
     "sequence_loss",
     "decoder_inputs",

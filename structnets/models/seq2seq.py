@@ -268,7 +268,7 @@ class Seq2Seq(nn.Module):
             raise ValueError(f"max_length must be positive, got {max_length}")
         encoded = self.encode(source, source_lengths)
         pad, eos = self.config.pad, self.config.eos
-        token = source.new_full((source.shape[0],), self.config.bos)
+        token = self._bos(source, encoded.state.feed.shape[0])
         done = torch.zeros_like(token, dtype=torch.bool)
         state, tokens = encoded.state, []
         never = self._never_predicted(encoded.state.feed)
@@ -281,6 +281,13 @@ class Seq2Seq(nn.Module):
                 break
         out = torch.stack(tokens, 1)
         return F.pad(out, (0, max_length - out.shape[1]), value=pad)
+
+    def _bos(self, source: Tensor, rows: int) -> Tensor:
+        """``[rows]`` of ``bos``, the first input token; the source's dtype and device.
+
+        A hook for encoders whose source is no token tensor (:class:`~structnets.models.Tree2Seq`).
+        """
+        return source.new_full((rows,), self.config.bos)
 
     def _never_predicted(self, like: Tensor) -> Tensor:
         """``[target_vocab]``: ``-inf`` at ``pad`` and ``bos``, which decoding never emits, else zero."""
@@ -301,21 +308,22 @@ class Seq2Seq(nn.Module):
         """
         if width < 1 or max_length < 1:
             raise ValueError(f"width and max_length must be positive, got {width} and {max_length}")
-        batch, vocab, pad, eos = source.shape[0], self.config.target_vocab, self.config.pad, self.config.eos
+        vocab, pad, eos = self.config.target_vocab, self.config.pad, self.config.eos
         encoded = self.encode(source, source_lengths, repeat=width)
         state = encoded.state
-        dtype = state.feed.dtype
+        batch, dtype = state.feed.shape[0] // width, state.feed.dtype
+        bos = self._bos(source, batch * width)
         # Beam 0 alone is alive at the start, so the first step expands one hypothesis, not width copies.
-        scores = torch.full((batch, width), -math.inf, dtype=dtype, device=source.device)
+        scores = torch.full((batch, width), -math.inf, dtype=dtype, device=state.feed.device)
         scores[:, 0] = 0
-        lengths = torch.zeros(batch, width, dtype=dtype, device=source.device)
-        done = torch.zeros(batch, width, dtype=torch.bool, device=source.device)
-        history = source.new_zeros(batch, width, 0)
-        ended = torch.full((vocab,), -math.inf, dtype=dtype, device=source.device)
+        lengths = torch.zeros(batch, width, dtype=dtype, device=state.feed.device)
+        done = torch.zeros(batch, width, dtype=torch.bool, device=state.feed.device)
+        history = bos.new_zeros(batch, width, 0)
+        ended = torch.full((vocab,), -math.inf, dtype=dtype, device=state.feed.device)
         ended[pad] = 0  # an ended hypothesis continues with pad, at no cost
         never = self._never_predicted(state.feed)
-        offsets = torch.arange(batch, device=source.device).unsqueeze(1) * width
-        token = source.new_full((batch * width,), self.config.bos)
+        offsets = torch.arange(batch, device=state.feed.device).unsqueeze(1) * width
+        token = bos
         for t in range(max_length):
             logits, state = self.step(token, state, encoded)
             log_probs = (logits + never).log_softmax(-1).view(batch, width, vocab)
@@ -332,7 +340,7 @@ class Seq2Seq(nn.Module):
             if bool(done.all()):
                 break
         best = (scores / lengths**length_penalty).argmax(1)
-        out = history[torch.arange(batch, device=source.device), best]
+        out = history[torch.arange(batch, device=state.feed.device), best]
         return F.pad(out, (0, max_length - out.shape[1]), value=pad)
 
     def exportable(self, max_length: int) -> GreedyDecoder:

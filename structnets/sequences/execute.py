@@ -42,13 +42,14 @@ import torch
 from torch import Tensor
 
 from ..models.seq2seq import Seq2Seq, sequence_loss
+from ..models.tree2seq import Tree2Seq, Tree2SeqConfig
 from ..train import checkpoint
 from ..train import config as configs
 from ..train.checkpoint import RunDirectory, open_run
 from ..train.data import check_finite
 from ..train.engine import RESUME_FILE, TrainResult, fit, resumed_step, seed_everything
 from ..train.threads import torch_threads
-from .execute_config import ExecuteConfig
+from .execute_config import ExecuteConfig, ExecuteEncoder
 from .programs import (
     MAX_NESTING,
     VOCABULARY,
@@ -65,7 +66,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
-    "TASK", "ExecuteConfig", "Outcome", "Scores", "build_model", "held_out", "training_batch", "score", "train",
+    "TASK", "ExecuteConfig", "ExecuteEncoder", "Outcome", "Scores", "build_model", "held_out", "training_batch", "score", "train",
     "evaluate", "accuracy_table", "run", "load_model", "format_table", "accuracy_figure", "register",
 ]  # fmt: skip
 
@@ -95,19 +96,27 @@ class Scores(NamedTuple):
 
 
 def build_model(config: ExecuteConfig) -> Seq2Seq:
-    return Seq2Seq(config.model_config())
+    """A :class:`Seq2Seq` over the program's characters, or with ``--encoder tree`` a :class:`Tree2Seq` over its tree."""
+    model_config = config.model_config()
+    return Tree2Seq(model_config) if isinstance(model_config, Tree2SeqConfig) else Seq2Seq(model_config)
+
+
+def _inputs(batch: ProgramBatch) -> tuple[Any, Tensor | None]:
+    """The model's ``(source, source_lengths)``: the syntax trees where the batch has them, else the characters."""
+    return (batch.trees, None) if batch.trees is not None else (batch.source, batch.source_lengths)
 
 
 def _loss(model: Seq2Seq, batch: ProgramBatch) -> Tensor:
-    logits = model(batch.source, batch.source_lengths, batch.target_in)
+    logits = model(*_inputs(batch), batch.target_in)
     return sequence_loss(logits, batch.target_out, VOCABULARY.pad)
 
 
-def held_out(level: Level, split: Split, count: int, seed: int) -> list[ProgramBatch]:
-    """``count`` programs of ``level`` from ``split``, the same for the same seed, in batches of at most 250."""
+def held_out(level: Level, split: Split, count: int, seed: int, *, trees: bool = False) -> list[ProgramBatch]:
+    """``count`` programs of ``level`` from ``split``, the same for the same seed, in batches of at most 250
+    (with ``trees``, their syntax trees too)."""
     rng = random.Random((seed + _EVAL_SEED_OFFSET) * _STEP_SEEDS + 1000 * level.length + level.nesting)
     programs = [sample_program(rng, *level, split) for _ in range(count)]
-    return [encode_batch(programs[start : start + _CHUNK]) for start in range(0, count, _CHUNK)]
+    return [encode_batch(programs[start : start + _CHUNK], trees=trees) for start in range(0, count, _CHUNK)]
 
 
 def _exact(tokens: Tensor, batch: ProgramBatch) -> int:
@@ -133,18 +142,19 @@ def score(
     loss_sum = 0.0
     for batch in batches:
         batch = batch.to(device)
-        logits = model(batch.source, batch.source_lengths, batch.target_in)
+        source, source_lengths = _inputs(batch)
+        logits = model(source, source_lengths, batch.target_in)
         check_finite(logits, f"{TASK}: the model's outputs")
         scored = batch.target_out != VOCABULARY.pad
         correct += int(((logits.argmax(-1) == batch.target_out) & scored).sum())
         total += int(scored.sum())
         loss_sum += float(sequence_loss(logits, batch.target_out, VOCABULARY.pad)) * int(scored.sum())
-        programs += batch.source.shape[0]
+        programs += batch.target_out.shape[0]
         if decode:
             width = batch.target_out.shape[1]
-            exact_greedy += _exact(model.greedy(batch.source, batch.source_lengths, width), batch)
+            exact_greedy += _exact(model.greedy(source, source_lengths, width), batch)
             if beam_width:
-                beams = model.beam_search(batch.source, batch.source_lengths, width, beam_width, length_penalty)
+                beams = model.beam_search(source, source_lengths, width, beam_width, length_penalty)
                 exact_beam += _exact(beams, batch)
     return Scores(
         correct / total,
@@ -154,11 +164,14 @@ def score(
     )
 
 
-def training_batch(schedule: CurriculumSchedule, seed: int, step: int, count: int) -> ProgramBatch:
+def training_batch(
+    schedule: CurriculumSchedule, seed: int, step: int, count: int, *, trees: bool = False
+) -> ProgramBatch:
     """The training programs of optimiser step ``step``: levels from ``schedule``, drawn from a generator seeded by
-    ``(seed, step)`` alone, from the training split."""
+    ``(seed, step)`` alone, from the training split (with ``trees``, their syntax trees too)."""
     rng = random.Random(seed * _STEP_SEEDS + step)
-    return encode_batch([sample_program(rng, *level, Split.TRAIN) for level in schedule.levels(rng, count)])
+    programs = [sample_program(rng, *level, Split.TRAIN) for level in schedule.levels(rng, count)]
+    return encode_batch(programs, trees=trees)
 
 
 def _resumed_level(config: ExecuteConfig) -> Level | None:
@@ -188,8 +201,8 @@ def train(config: ExecuteConfig, *, run_dir: str | Path | None = None) -> tuple[
     schedule = config.schedule()
     if (level := _resumed_level(config)) is not None:
         schedule.level = level
-    seed = config.train.seed
-    target_set = held_out(config.target, Split.VALIDATION, config.val_programs, seed)
+    seed, trees = config.train.seed, config.trees
+    target_set = held_out(config.target, Split.VALIDATION, config.val_programs, seed, trees=trees)
     level_sets: dict[Level, list[ProgramBatch]] = {}
 
     def validate(model: Seq2Seq) -> dict[str, float]:
@@ -198,7 +211,7 @@ def train(config: ExecuteConfig, *, run_dir: str | Path | None = None) -> tuple[
         if schedule.uses_level:
             level = schedule.level
             if level not in level_sets:
-                level_sets[level] = held_out(level, Split.VALIDATION, config.val_programs, seed)
+                level_sets[level] = held_out(level, Split.VALIDATION, config.val_programs, seed, trees=trees)
             accuracy = score(model, level_sets[level]).char_accuracy
             schedule.update(accuracy)
             metrics.update(
@@ -208,7 +221,7 @@ def train(config: ExecuteConfig, *, run_dir: str | Path | None = None) -> tuple[
 
     def batches(epoch: int) -> Iterator[ProgramBatch]:
         for step in itertools.count(resumed_step(config.train.resume)):
-            yield training_batch(schedule, seed, step, config.train.batch_size).to(device)
+            yield training_batch(schedule, seed, step, config.train.batch_size, trees=trees).to(device)
 
     with torch_threads(config.num_threads):
         result = fit(
@@ -220,14 +233,14 @@ def train(config: ExecuteConfig, *, run_dir: str | Path | None = None) -> tuple[
             monitor="val_char_accuracy",
             maximize=True,
             run_dir=run_dir,
-            description=f"execute {config.curriculum.value} L={config.length} N={config.nesting}",
+            description=f"execute {config.encoder.value} {config.curriculum.value} L={config.length} N={config.nesting}",
         )
     return result, schedule
 
 
 def evaluate(model: Seq2Seq, config: ExecuteConfig, level: Level) -> Scores:
     """Teacher-forced accuracy, and greedy and beam exact match, on ``eval_programs`` test programs of ``level``."""
-    batches = held_out(Level(*level), Split.TEST, config.eval_programs, config.train.seed)
+    batches = held_out(Level(*level), Split.TEST, config.eval_programs, config.train.seed, trees=config.trees)
     with torch_threads(config.num_threads):
         return score(model, batches, decode=True, beam_width=config.beam_width, length_penalty=config.length_penalty)
 
@@ -246,7 +259,7 @@ def accuracy_table(model: Seq2Seq, config: ExecuteConfig) -> dict[str, dict[str,
 def run(config: ExecuteConfig, out_dir: str | Path) -> Outcome:
     """Trains, fills the length x nesting table and writes the run directory ``out_dir``.
 
-    ``metrics.json``: ``char_accuracy``, ``greedy_exact`` and ``beam_exact`` (each
+    ``metrics.json``: the encoder (sequence or tree), ``char_accuracy``, ``greedy_exact`` and ``beam_exact`` (each
     ``{length: {nesting: value}}``), ``at_target`` (the three at (L, N)), the curriculum and
     where its level ended, the kept validation, steps, the loss and validation curves;
     ``timing.json``; ``model.pt``; ``accuracy.png`` (the three tables as heat maps).
@@ -259,6 +272,7 @@ def run(config: ExecuteConfig, out_dir: str | Path) -> Outcome:
     metrics: dict[str, Any] = {
         "target": {"length": config.length, "nesting": config.nesting},
         "curriculum": config.curriculum.value,
+        "encoder": config.encoder.value,
         **table,
         "at_target": {measure: values[at[0]][at[1]] for measure, values in table.items()},
         "beam_width": config.beam_width,

@@ -6,15 +6,26 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 
 from ..core.cells import ChainCell
 from ..models.seq2seq import Seq2SeqConfig
+from ..models.tree2seq import Tree2SeqConfig
 from ..nn.attention import AttentionScore
 from ..train.config import shared_fields
 from ..train.engine import TrainConfig
-from .programs import MAX_NESTING, VOCABULARY, Curriculum, CurriculumSchedule, Level
+from .programs import MAX_NESTING, TREE_CHILDREN, TREE_VOCABULARY, VOCABULARY, Curriculum, CurriculumSchedule, Level
 
-__all__ = ["ExecuteConfig", "train_defaults"]
+__all__ = ["ExecuteConfig", "ExecuteEncoder", "train_defaults"]
+
+
+class ExecuteEncoder(enum.Enum):
+    """What the model reads: ``sequence`` the program's characters (a :class:`~structnets.models.Seq2Seq`),
+    ``tree`` its Python syntax tree (a :class:`~structnets.models.Tree2Seq`: an N-ary Tree-LSTM,
+    :func:`~structnets.sequences.programs.program_tree`), the decoder the same."""
+
+    SEQUENCE = "sequence"
+    TREE = "tree"
 
 
 def train_defaults() -> TrainConfig:
@@ -32,6 +43,8 @@ class ExecuteConfig:
     encoder-decoder (bidirectional by default, 200 units each way).
 
     Attributes:
+        encoder: what the model reads: the program's characters (sequence) or its syntax tree
+            (tree, a Tree-LSTM up the tree; ``bidirectional`` is then not read).
         length: the target length L: literals of up to L digits (uniform in [1, 10^L]).
         nesting: the target nesting N: operations composed per program.
         curriculum: how training programs' levels are chosen (baseline, naive, mix, blend).
@@ -58,6 +71,7 @@ class ExecuteConfig:
         train: the engine's settings.
     """
 
+    encoder: ExecuteEncoder = ExecuteEncoder.SEQUENCE
     length: int = 6
     nesting: int = 3
     curriculum: Curriculum = Curriculum.BLEND
@@ -80,6 +94,8 @@ class ExecuteConfig:
     train: TrainConfig = dataclasses.field(default_factory=train_defaults)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.encoder, ExecuteEncoder):
+            raise TypeError(f"encoder must be an ExecuteEncoder, got {self.encoder!r}")
         if not isinstance(self.curriculum, Curriculum):
             raise TypeError(f"curriculum must be a Curriculum, got {self.curriculum!r}")
         if self.length < 1 or not 1 <= self.nesting <= MAX_NESTING:
@@ -101,8 +117,25 @@ class ExecuteConfig:
             self.curriculum, self.target, threshold=self.threshold, stall=self.stall, mix_fraction=self.mix_fraction
         )
 
+    @property
+    def trees(self) -> bool:
+        """Whether the model reads syntax trees."""
+        return self.encoder is ExecuteEncoder.TREE
+
     def model_config(self) -> Seq2SeqConfig:
+        """The model's config: a :class:`Seq2SeqConfig`, or for the tree encoder a :class:`Tree2SeqConfig`."""
         size = len(VOCABULARY)
+        if self.trees:
+            return shared_fields(
+                Tree2SeqConfig,
+                self,
+                source_vocab=len(TREE_VOCABULARY),
+                target_vocab=size,
+                pad=VOCABULARY.pad,
+                bos=VOCABULARY.bos,
+                eos=VOCABULARY.eos,
+                num_children=TREE_CHILDREN,
+            )
         return shared_fields(
             Seq2SeqConfig,
             self,

@@ -55,10 +55,12 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from ..graphs.trees import Tree, TreeBatch, Vocabulary, batch_trees
+
 __all__ = [
     "MAX_NESTING", "Operation", "Program", "Split", "Level", "Curriculum", "CurriculumSchedule", "generate_program",
     "sample_program", "run_program", "check_grammar", "next_level", "ProgramVocabulary", "VOCABULARY",
-    "ProgramBatch", "encode_batch",
+    "ProgramBatch", "encode_batch", "program_tree", "TREE_VOCABULARY",
 ]  # fmt: skip
 
 _VARIABLES = "abcdefghij"
@@ -411,6 +413,92 @@ class ProgramVocabulary:
 VOCABULARY = ProgramVocabulary()
 
 
+# ------------------------------------------------------------------ syntax trees
+_STATEMENTS = "Body"
+_DIGIT = "digit:"
+
+
+def program_tree(code: str) -> Tree:
+    """The program's Python syntax tree (the grammar's, :func:`check_grammar`) as a :class:`~structnets.graphs.Tree`.
+
+    As :func:`structnets.graphs.trees.tree_from_python` (the arithmetic task's reading of
+    source), one node per AST node named by its type or ``Name:<identifier>``, children in
+    ``ast.iter_child_nodes`` order, load/store markers left out; two changes keep every
+    node's children few and the tokens a closed set:
+
+    * a list of statements (the module's, a loop's body) is a left-nested chain of ``Body``
+      nodes, ``Body(Body(Body(s1), s2), s3)``, so no node has more than 3 children (an
+      N-ary Tree-LSTM's slots) however many lines a program has, and the last statement is
+      read last, nearest the root;
+    * an integer literal is a ``Constant`` node over a chain of its digits, the first digit
+      the leaf: ``Constant <- digit:3 <- digit:2 <- digit:1`` for 123, so the cell reads the
+      digits in order as an LSTM would. A literal as one token would give a vocabulary of
+      10^L numbers, most of those at test time never seen in training (``<unk>``): the model
+      could not read numbers at all, nor one digit longer than it was trained on.
+    """
+    root = check_grammar(code)
+    parents: list[int | None] = []
+    slots: list[int] = []
+    tokens: list[str | None] = []
+
+    def add(token: str, parent: int | None, slot: int) -> int:
+        parents.append(parent)
+        slots.append(slot)
+        tokens.append(token)
+        return len(parents) - 1
+
+    def statements(body: list[ast.stmt], parent: int, slot: int) -> None:
+        # Body(prefix, last): the prefix's chain first, so the root reads the statements in order.
+        node = add(_STATEMENTS, parent, slot)
+        if len(body) > 1:
+            statements(body[:-1], node, 0)
+            visit(body[-1], node, 1)
+        else:
+            visit(body[0], node, 0)
+
+    def visit(node: ast.AST, parent: int | None, slot: int) -> None:
+        if isinstance(node, ast.Constant):
+            index = add("Constant", parent, slot)
+            for digit in reversed(str(node.value)):
+                index = add(_DIGIT + digit, index, 0)
+            return
+        index = add(f"Name:{node.id}" if isinstance(node, ast.Name) else type(node).__name__, parent, slot)
+        if isinstance(node, ast.Module):
+            statements(node.body, index, 0)
+            return
+        children: list[ast.AST | list[ast.stmt]] = []
+        for _, value in ast.iter_fields(node):
+            if isinstance(value, list) and value and isinstance(value[0], ast.stmt):
+                children.append(value)
+            elif isinstance(value, list):
+                children.extend(v for v in value if isinstance(v, ast.AST) and not isinstance(v, ast.expr_context))
+            elif isinstance(value, ast.AST) and not isinstance(value, ast.expr_context):
+                children.append(value)
+        for k, child in enumerate(children):
+            if isinstance(child, list):
+                statements(child, index, k)
+            else:
+                visit(child, index, k)
+
+    visit(root, None, 0)
+    return Tree(parents, slots, [None] * len(parents), tokens, "<program>")
+
+
+#: Every token of :func:`program_tree`'s trees: the grammar's node types, ``Body``, the names
+#: (variables ``a..j``, the loop's ``x``, ``print``, ``range``) and the ten digits; ``<unk>`` first.
+TREE_VOCABULARY = Vocabulary(
+    [
+        "<unk>",
+        _STATEMENTS,
+        *(node.__name__ for node in _NODES if node not in (ast.Load, ast.Store, ast.Name)),
+        *(f"Name:{name}" for name in [*_VARIABLES, "x", *sorted(_CALLS)]),
+        *(f"{_DIGIT}{digit}" for digit in range(10)),
+    ]
+)
+#: Child slots :func:`program_tree`'s nodes use (``For``: target, iterator, body).
+TREE_CHILDREN = 3
+
+
 @dataclasses.dataclass(frozen=True)
 class ProgramBatch:
     """Programs as padded id tensors for a sequence-to-sequence model.
@@ -421,6 +509,8 @@ class ProgramBatch:
         target_in: ``[B, T]`` ``bos`` then the output's characters (teacher forcing's inputs).
         target_out: ``[B, T]`` the output's characters then ``eos``, padded with ``pad``.
         levels: ``[B, 2]`` each program's length and nesting (CPU).
+        trees: the programs' syntax trees (:func:`program_tree`) as one forest, tree ``b`` the
+            program of row ``b``; ``None`` unless asked for.
     """
 
     source: Tensor
@@ -428,6 +518,7 @@ class ProgramBatch:
     target_in: Tensor
     target_out: Tensor
     levels: Tensor
+    trees: TreeBatch | None = None
 
     def to(self, device: torch.device | str) -> ProgramBatch:
         """The batch with its id tensors on ``device`` (lengths and levels stay on the CPU)."""
@@ -436,6 +527,7 @@ class ProgramBatch:
             source=self.source.to(device),
             target_in=self.target_in.to(device),
             target_out=self.target_out.to(device),
+            trees=None if self.trees is None else self.trees.to(device),
         )
 
 
@@ -446,8 +538,13 @@ def _padded(rows: Sequence[Sequence[int]], pad: int) -> Tensor:
     return out
 
 
-def encode_batch(programs: Sequence[Program], vocabulary: ProgramVocabulary = VOCABULARY) -> ProgramBatch:
-    """The programs' characters in, their outputs' characters out (with the stop symbol), padded."""
+def encode_batch(
+    programs: Sequence[Program], vocabulary: ProgramVocabulary = VOCABULARY, *, trees: bool = False
+) -> ProgramBatch:
+    """The programs' characters in, their outputs' characters out (with the stop symbol), padded.
+
+    With ``trees``, also the programs' syntax trees (:func:`program_tree`, :data:`TREE_VOCABULARY`).
+    """
     if not programs:
         raise ValueError("encode_batch needs at least one program")
     sources = [vocabulary.encode(program.code) for program in programs]
@@ -458,4 +555,5 @@ def encode_batch(programs: Sequence[Program], vocabulary: ProgramVocabulary = VO
         target_in=_padded([[vocabulary.bos, *target] for target in targets], vocabulary.pad),
         target_out=_padded([[*target, vocabulary.eos] for target in targets], vocabulary.pad),
         levels=torch.tensor([[program.length, program.nesting] for program in programs]),
+        trees=batch_trees([program_tree(program.code) for program in programs], TREE_VOCABULARY) if trees else None,
     )

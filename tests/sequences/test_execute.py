@@ -8,9 +8,10 @@ import torch
 from torch import nn
 
 from structnets.cli import main
-from structnets.models import Seq2Seq
+from structnets.models import Seq2Seq, Tree2Seq
 from structnets.sequences.execute import (
     ExecuteConfig,
+    ExecuteEncoder,
     held_out,
     load_model,
     run,
@@ -151,3 +152,36 @@ def test_held_out_sets_are_fixed_by_the_seed_and_come_from_their_split():
     codes = [VOCABULARY.decode(row) for row in first.source]
     assert all(Split.of(code) is Split.VALIDATION for code in codes)
     assert len(held_out(Level(1, 1), Split.TEST, 600, seed=0)) == 3  # batches of at most 250
+
+
+def test_the_cli_runs_end_to_end_with_the_tree_encoder_and_writes_the_same_metrics(tmp_path):
+    args = ["sequences", "execute", "--length", "2", "--nesting", "2", "--curriculum", "blend", "--steps", "20",
+            "--hidden-size", "16", "--embedding-size", "8", "--num-layers", "1", "--batch-size", "8",
+            "--val-programs", "16", "--eval-programs", "8", "--beam-width", "2", "--eval-every", "10", "--no-progress"]  # fmt: skip
+    assert main([*args, "--encoder", "tree", "--out", str(tmp_path / "tree")]) == 0
+    assert main([*args, "--out", str(tmp_path / "sequence")]) == 0
+    tree, sequence = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("tree", "sequence"))
+    assert set(tree) == set(sequence) and tree["encoder"] == "tree" and sequence["encoder"] == "sequence"
+    for measure in ("char_accuracy", "greedy_exact", "beam_exact"):
+        assert list(tree[measure]) == ["1", "2", "3"]
+        assert all(0 <= value <= 1 for row in tree[measure].values() for value in row.values())
+    assert tree["train_steps"] == 20
+    model, config = load_model(tmp_path / "tree")
+    assert isinstance(model, Tree2Seq) and config.encoder is ExecuteEncoder.TREE
+
+
+def test_tree_batches_hold_each_programs_tree_and_the_same_characters():
+    schedule = CurriculumSchedule(Curriculum.MIX, Level(3, 3))
+    plain, with_trees = training_batch(schedule, 0, 3, 6), training_batch(schedule, 0, 3, 6, trees=True)
+    assert plain.trees is None and torch.equal(plain.source, with_trees.source)
+    assert with_trees.trees.num_graphs == 6 and int(with_trees.trees.x.min()) > 0  # no <unk>
+    (held,) = held_out(Level(2, 2), Split.TEST, 5, seed=0, trees=True)
+    assert held.trees.num_graphs == 5
+
+
+def test_a_tree_model_trains_and_scores():
+    config = _tiny(encoder=ExecuteEncoder.TREE)
+    result, _ = train(config)
+    (batch,) = held_out(Level(2, 2), Split.TEST, 6, seed=0, trees=True)
+    scores = score(result.model, [batch], decode=True, beam_width=2)
+    assert 0 <= scores.char_accuracy <= 1 and 0 <= scores.greedy_exact <= 1 and 0 <= scores.beam_exact <= 1

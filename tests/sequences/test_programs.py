@@ -10,6 +10,7 @@ import torch
 
 from structnets.sequences.programs import (
     MAX_NESTING,
+    TREE_VOCABULARY,
     VOCABULARY,
     Curriculum,
     CurriculumSchedule,
@@ -19,6 +20,7 @@ from structnets.sequences.programs import (
     encode_batch,
     generate_program,
     next_level,
+    program_tree,
     run_program,
     sample_program,
 )
@@ -228,3 +230,26 @@ def test_an_unknown_character_is_a_clear_error():
         VOCABULARY.encode("a=1;")
     with pytest.raises(ValueError, match="needs at least one program"):
         encode_batch([])
+
+
+def test_program_trees_have_few_children_known_tokens_and_digit_leaves():
+    from structnets.sequences.programs import TREE_CHILDREN
+
+    for length, nesting in [(1, 1), (3, 4), (7, 10)]:
+        for program in _programs(length, nesting, range(10)):
+            tree = program_tree(program.code)
+            assert tree.parents[0] is None and tree.parents.count(None) == 1
+            assert tree.max_children <= TREE_CHILDREN
+            assert all(token in TREE_VOCABULARY for token in tree.tokens), tree.tokens
+
+
+def test_a_literal_is_a_chain_of_its_digits_read_first_to_last():
+    tree = program_tree("a=120\nprint((a+7))")
+    constant = tree.tokens.index("Constant")
+    chain, node = [], constant
+    while node in tree.parents:  # each digit's one child is the digit before it
+        node = tree.parents.index(node)
+        chain.append(tree.tokens[node])
+    assert chain == ["digit:0", "digit:2", "digit:1"]  # the leaf, read first, is the first digit
+    body = [token for token in tree.tokens if token == "Body"]
+    assert len(body) == 2 and tree.tokens[:2] == ["Module", "Body"]
