@@ -47,7 +47,7 @@ from ..train.checkpoint import RunDirectory, atomic_write, load_model, open_run
 from ..train.config import add_arguments, from_args, shared_fields, to_dict
 from ..train.distributed import distributed, shuffled
 from ..train.engine import TrainConfig, fit, seed_everything
-from .sentiment import SentimentConfig
+from .sentiment import SentimentConfig, report_evaluation, report_training
 from .sst import NEUTRAL, NUM_CLASSES, load_sst, read_vectors
 
 logger = logging.getLogger(__name__)
@@ -369,27 +369,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
-def _binary(value: float | None) -> str:
-    return "n/a (no polar root)" if value is None else f"{value:.3f}"
-
-
 def _train_cli(args: argparse.Namespace) -> int:
     metrics = train(from_args(ClassifyConfig, args), args.out)
-    dev = metrics["dev"]
-    print(
-        f"dev: fine {dev['fine_accuracy']:.3f}, binary {_binary(dev['binary_accuracy'])} "
-        f"(best epoch {metrics['best_epoch']} of {metrics['epochs']})"
-    )
-    print(f"wrote {args.out}/model.pt, metrics.json, timing.json, curves.png")
+    report_training(metrics, args.out, "model.pt, metrics.json, timing.json, curves.png")
     return 0
 
 
 def _evaluate_cli(args: argparse.Namespace) -> int:
-    metrics = evaluate(args.model, args.data, args.out)
-    print(
-        f"fine {metrics['fine_accuracy']:.3f} ({metrics['trees']} sentences), binary "
-        f"{_binary(metrics['binary_accuracy'])} ({metrics['binary_trees']} sentences); "
-        f"{metrics['unknown_tokens']} of {metrics['tokens']} tokens unseen in training"
-    )
-    print(f"wrote {args.out}/metrics.json")
+    report_evaluation(evaluate(args.model, args.data, args.out), args.out, "sentences")
     return 0

@@ -267,22 +267,31 @@ def _binary(value: float | None) -> str:
     return "n/a (no polar root)" if value is None else f"{value:.3f}"
 
 
-def _train_cli(args: argparse.Namespace) -> int:
-    metrics = train(from_args(SentimentConfig, args), args.out)
+def report_training(metrics: dict[str, Any], out: Path, files: str) -> None:
+    """Prints a sentiment run's dev accuracies and what it wrote (``trees`` and ``text classify``)."""
     dev = metrics["dev"]
     print(
         f"dev: fine {dev['fine_accuracy']:.3f}, binary {_binary(dev['binary_accuracy'])} "
         f"(best epoch {metrics['best_epoch']} of {metrics['epochs']})"
     )
-    print(f"wrote {args.out}/model.pt, metrics.json, timing.json")
+    print(f"wrote {out}/{files}")
+
+
+def report_evaluation(metrics: dict[str, Any], out: Path, unit: str) -> None:
+    """Prints root accuracies over ``metrics['trees']`` items called ``unit`` (trees, sentences)."""
+    print(
+        f"fine {metrics['fine_accuracy']:.3f} ({metrics['trees']} {unit}), binary "
+        f"{_binary(metrics['binary_accuracy'])} ({metrics['binary_trees']} {unit}); "
+        f"{metrics['unknown_tokens']} of {metrics['tokens']} tokens unseen in training"
+    )
+    print(f"wrote {out}/metrics.json")
+
+
+def _train_cli(args: argparse.Namespace) -> int:
+    report_training(train(from_args(SentimentConfig, args), args.out), args.out, "model.pt, metrics.json, timing.json")
     return 0
 
 
 def _evaluate_cli(args: argparse.Namespace) -> int:
-    metrics = evaluate(args.model, args.data, args.out)
-    print(
-        f"fine {metrics['fine_accuracy']:.3f} ({metrics['trees']} trees), binary {_binary(metrics['binary_accuracy'])} "
-        f"({metrics['binary_trees']} trees); {metrics['unknown_tokens']} of {metrics['tokens']} tokens unseen in training"
-    )
-    print(f"wrote {args.out}/metrics.json")
+    report_evaluation(evaluate(args.model, args.data, args.out), args.out, "trees")
     return 0
