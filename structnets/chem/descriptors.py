@@ -29,6 +29,7 @@ Shapes:
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 import math
@@ -624,6 +625,43 @@ class FeatureSpec:
             bits=self.bits,
             include_chirality=self.include_chirality,
         )
+
+    def row_features(
+        self,
+        smiles_columns: Sequence[Sequence[str]],
+        descriptors: np.ndarray | None = None,
+        descriptor_names: Sequence[str] = (),
+    ) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """The features of rows of one or more molecules: ``(raw, names, scaled)``.
+
+        The computed features come for each molecule column in turn (names suffixed ``@k``
+        when there are several), then the row's user descriptors, which are required exactly
+        when ``descriptors_path`` is set.
+
+        Shapes:
+            smiles_columns[k]: one SMILES per row; descriptors: ``[rows, num_descriptors]``;
+            raw: ``[rows, width]`` float64; scaled: ``[width]`` bool (:func:`scaled_mask`).
+        """
+        if (descriptors is None) != (self.descriptors_path is None):
+            raise ValueError(
+                f"the model was trained with user descriptors ({self.descriptors_path}): give this file's with "
+                "--descriptors-path, one row per data row"
+                if descriptors is None
+                else "the model was trained without user descriptors: --descriptors-path does not apply"
+            )
+        rows = len(smiles_columns[0])
+        computed = dataclasses.replace(self, descriptors_path=None)
+        several = len(smiles_columns) > 1
+        parts = [computed.features(column) for column in smiles_columns] if self.featurizers else []
+        suffixes = [f"@{k + 1}" if several else "" for k in range(len(smiles_columns))] if self.featurizers else []
+        names = [name + suffix for suffix in suffixes for name in computed.names()]
+        masks = [scaled_mask(self.featurizers, 0, bits=self.bits) for _ in suffixes]
+        if descriptors is not None:
+            parts.append(np.asarray(descriptors, dtype=np.float64))
+            names += list(descriptor_names) or [f"descriptor_{k}" for k in range(descriptors.shape[1])]
+            masks.append(np.ones(descriptors.shape[1], dtype=bool))
+        raw = np.concatenate(parts, axis=1) if parts else np.zeros((rows, 0))
+        return raw, names, np.concatenate(masks) if masks else np.zeros(0, dtype=bool)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain Python values (they load with ``torch.load(weights_only=True)``)."""

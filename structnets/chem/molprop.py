@@ -126,31 +126,26 @@ def feature_spec(config: MolpropConfig) -> FeatureSpec:
     return FeatureSpec(config.molecule_featurizers, config.descriptors_path)
 
 
-def raw_features(spec: FeatureSpec, dataset: MoleculeDataset) -> tuple[np.ndarray | None, list[str]]:
-    """The rows' extra features before scaling, ``[rows, width]`` float64, and their names (None: none).
+def raw_features(spec: FeatureSpec, dataset: MoleculeDataset) -> tuple[np.ndarray | None, list[str], np.ndarray]:
+    """The rows' extra features before scaling ``[rows, width]`` (None: none), their names, which are scaled.
 
-    Computed features are taken for each molecule column in turn; user descriptors belong to
-    the row (their file has one row per data row of the CSV, skipped rows included).
+    See :meth:`FeatureSpec.row_features`; the user descriptors file has one row per data row
+    of the CSV, skipped rows included.
     """
     if not spec.enabled:
-        return None, []
-    parts, names = [], []
-    if spec.featurizers:
-        empty = FeatureSpec(spec.featurizers, None, spec.radius, spec.bits, spec.include_chirality)
-        for position in range(dataset.molecules_per_row):
-            smiles = dataset.smiles if position == 0 else [row[position - 1] for row in dataset.other_smiles]
-            parts.append(empty.features(smiles))
-            suffix = f"@{position + 1}" if dataset.molecules_per_row > 1 else ""
-            names += [name + suffix for name in empty.names()]
+        return None, [], np.zeros(0, dtype=bool)
+    descriptors, descriptor_names = None, []
     if spec.descriptors_path is not None:
         if dataset.source_rows is None:
             raise ValueError(
                 "--descriptors-path gives one row per data row of the file: it cannot be used with --limit"
             )
-        values, descriptor_names = read_descriptors(spec.descriptors_path, dataset.source_rows, smiles=None)
-        parts.append(values[dataset.positions])
-        names += descriptor_names
-    return np.concatenate(parts, axis=1), names
+        values, descriptor_names = read_descriptors(spec.descriptors_path, dataset.source_rows)
+        descriptors = values[dataset.positions]
+    columns = [dataset.smiles] + [
+        [row[k] for row in dataset.other_smiles] for k in range(dataset.molecules_per_row - 1)
+    ]
+    return spec.row_features(columns, descriptors, descriptor_names)
 
 
 def _member_loss(config: MolpropConfig, method: UncertaintyMethod):
@@ -241,14 +236,10 @@ def train(config: MolpropConfig, out_dir: str | Path) -> dict[str, Any]:
     counts = composition(dataset.graphs, config.featurizer) if config.uses_baseline else None
     scaler = Scaler.fit(targets[split["train"]], task, None if counts is None else counts[split["train"]])
     spec = feature_spec(config)
-    features, feature_names = raw_features(spec, dataset)
+    features, feature_names, scaled = raw_features(spec, dataset)
     feature_scaler = imputed = None
     if features is not None:
-        mask = spec.scaled_mask(features.shape[1] - spec.size() * dataset.molecules_per_row)
-        if dataset.molecules_per_row > 1 and spec.featurizers:
-            computed = np.tile(spec.scaled_mask(0), dataset.molecules_per_row)
-            mask = np.concatenate([computed, np.ones(features.shape[1] - computed.shape[0], dtype=bool)])
-        feature_scaler = FeatureScaler.fit(features[split["train"]], mask)
+        feature_scaler = FeatureScaler.fit(features[split["train"]], scaled)
         imputed = feature_scaler.count_imputed(features)
     inputs = MoleculeInputs(
         [dataset.column(k) for k in range(dataset.molecules_per_row)],
@@ -290,8 +281,10 @@ def train(config: MolpropConfig, out_dir: str | Path) -> dict[str, Any]:
         calibrator = fit_calibrator(
             config.calibration_method, val.mean, val.std, truths["val"], coverage=config.calibration_coverage
         )
-    scored = {name: score(predictions[name], truths[name], names, task, calibrator) for name in SPLITS}
-    results: dict[str, Any] = {name: scored[name][0] for name in SPLITS}
+    # Each split calibrated once: its metrics and predictions.csv read the same (prediction, intervals).
+    regression = task is Task.REGRESSION
+    shown = {name: calibrate(predictions[name], calibrator if regression else None) for name in SPLITS}
+    results: dict[str, Any] = {name: score(*shown[name], truths[name], names, task) for name in SPLITS}
     first = results_per_member[0]
     results.update(
         best_epoch=first.best["epoch"] if first.best else 0,
@@ -307,9 +300,7 @@ def train(config: MolpropConfig, out_dir: str | Path) -> dict[str, Any]:
         config=to_dict(config),
     )
     if calibrator is not None:
-        results["uncalibrated"] = {
-            name: score(predictions[name], truths[name], names, task, None)[0] for name in SPLITS
-        }
+        results["uncalibrated"] = {name: score(predictions[name], None, truths[name], names, task) for name in SPLITS}
     if features is not None:
         results["features"] = {"count": features.shape[1], "imputed_values": int(imputed)}
     if config.ensemble_size > 1:
@@ -340,7 +331,7 @@ def train(config: MolpropConfig, out_dir: str | Path) -> dict[str, Any]:
     }
     for member, model in enumerate(members):
         run.save_model(model, task_config=config, extra={**extra, "member": member}, name=member_file(member))
-    run.write_bytes("predictions.csv", predictions_csv(dataset, split, predictions, names, calibrator))
+    run.write_bytes("predictions.csv", predictions_csv(dataset, split, shown, names))
     means = {name: predictions[name].mean for name in SPLITS}
     run.save_figure("parity.png", parity_figure(means, truths, names, task), dpi=120)
     run.finish()
@@ -348,18 +339,12 @@ def train(config: MolpropConfig, out_dir: str | Path) -> dict[str, Any]:
 
 
 def score(
-    prediction: Prediction, truth: Tensor, names: list[str], task: Task, calibrator: Any
-) -> tuple[dict[str, dict[str, float]], Prediction, Any]:
-    """Metrics of one split per target: the task's, and the uncertainty's where there is one.
-
-    Returns the metrics, the (calibrated) prediction and the intervals (or None).
-    """
+    prediction: Prediction, intervals: tuple[Tensor, Tensor] | None, truth: Tensor, names: list[str], task: Task
+) -> dict[str, dict[str, float]]:
+    """Metrics of one split per target: the task's, and the uncertainty's (and intervals') where there is one."""
     results = metrics(prediction.mean, truth, names, task)
-    if not len(truth) or task is not Task.REGRESSION:
-        return results, prediction, None
-    prediction, intervals = calibrate(prediction, calibrator)
-    if prediction.std is None and intervals is None:
-        return results, prediction, None
+    if not len(truth) or task is not Task.REGRESSION or (prediction.std is None and intervals is None):
+        return results
     if prediction.std is not None and bool((prediction.std > 0).all()):
         lower, upper = (None, None) if intervals is None else intervals
         extra = uncertainty_metrics(prediction.mean, prediction.std, truth, names, lower=lower, upper=upper)
@@ -374,7 +359,7 @@ def score(
                 }
     for name in names:
         results[name].update(extra[name])
-    return results, prediction, intervals
+    return results
 
 
 def train_replicates(config: MolpropConfig, out_dir: str | Path) -> dict[str, Any]:

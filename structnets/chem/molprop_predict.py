@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -147,24 +146,15 @@ def _read_rows(
         positions.append(record.index)
     spec = run.features
     features = None
-    if spec.enabled and with_features:
-        parts = []
-        if spec.featurizers:
-            computed = FeatureSpec(spec.featurizers, None, spec.radius, spec.bits, spec.include_chirality)
-            parts += [computed.features(column) for column in smiles]
-        if spec.descriptors_path is not None:
-            if descriptors_path is None:
-                raise ValueError(
-                    f"{run.path} was trained with user descriptors ({spec.descriptors_path}): give this file's "
-                    "with --descriptors-path, one row per data row"
-                )
-            values, _ = read_descriptors(descriptors_path, len(table.rows))
-            parts.append(values[positions])
-        scaler = FeatureScaler.from_state_dict(run.extra["feature_scaler"])
-        raw = np.concatenate(parts, axis=1) if parts else np.zeros((0, scaler.num_features))
-        features = torch.from_numpy(scaler.transform(raw))
-    elif descriptors_path is not None and not spec.enabled:
-        raise ValueError(f"{run.path} was trained without descriptors; --descriptors-path does not apply")
+    if with_features and (spec.enabled or descriptors_path is not None):
+        descriptors = None
+        if descriptors_path is not None:
+            descriptors = read_descriptors(descriptors_path, len(table.rows))[0][positions]
+        try:
+            raw, _, _ = spec.row_features(smiles, descriptors)
+        except ValueError as error:
+            raise ValueError(f"{run.path}: {error}") from None
+        features = torch.from_numpy(FeatureScaler.from_state_dict(run.extra["feature_scaler"]).transform(raw))
     return MoleculeInputs(graphs, features), errors, graphs[0], positions
 
 

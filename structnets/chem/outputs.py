@@ -21,6 +21,7 @@ from torch import Tensor
 
 from ..train.data import CsvTable
 from .datasets import MoleculeDataset
+from .ensemble import Prediction
 from .metrics import Task
 
 __all__ = ["SPLITS", "predictions_csv", "parity_figure", "predicted_columns", "predicted_csv"]
@@ -31,25 +32,25 @@ SPLITS = ("train", "val", "test")
 def predictions_csv(
     dataset: MoleculeDataset,
     split: Mapping[str, Sequence[int]],
-    predictions: Mapping[str, Any],
+    predictions: Mapping[str, Tensor | Prediction | tuple[Prediction, tuple[Tensor, Tensor] | None]],
     names: list[str],
-    calibrator: Any = None,
 ) -> str:
     """``split,row,smiles,<target>_true...,<target>_pred...`` (then ``<target>_std``, ``_lower``, ``_upper``).
 
-    ``predictions[split]`` is a :class:`structnets.chem.ensemble.Prediction` (or a tensor of
-    means); the standard deviation columns come where it has one, after ``calibrator``, and
-    the interval columns where the calibrator gives intervals (conformal regression). Rows of
-    several molecules add the further SMILES as ``smiles_2``, ``smiles_3``, ...
+    ``predictions[split]`` is ``(prediction, intervals)``: a
+    :class:`structnets.chem.ensemble.Prediction` (calibrated where the run is) and its
+    ``(lower, upper)`` or None, as :func:`structnets.chem.ensemble.calibrate` gives them (a
+    ``Prediction`` or a tensor of means alone: no intervals). The
+    standard deviation columns come where the predictions have one, the interval columns
+    where there are intervals. Rows of several molecules add the further SMILES as
+    ``smiles_2``, ``smiles_3``, ...
     """
-    from .ensemble import Prediction, calibrate  # the ensemble reads outputs' siblings, not the reverse
-
     shown = {}
     for name in SPLITS:
-        prediction = predictions[name]
-        if not isinstance(prediction, Prediction):
-            prediction = Prediction(prediction, None)
-        shown[name] = calibrate(prediction, calibrator) if len(prediction.mean) else (prediction, None)
+        value = predictions[name]
+        if isinstance(value, Tensor):
+            value = Prediction(value, None)
+        shown[name] = (value, None) if isinstance(value, Prediction) else value
     has_std = any(p.std is not None for p, _ in shown.values())
     has_interval = any(i is not None for _, i in shown.values())
     more = dataset.molecules_per_row - 1

@@ -32,6 +32,7 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
+from torch_geometric.utils import softmax
 
 from ..core.propagate import sum_aggregate
 
@@ -63,8 +64,6 @@ def softmax_aggregate(scores: Tensor, messages: Tensor, receivers: Tensor, num_r
         scores: ``[num_edges]``; messages: ``[num_edges, d]``; receivers: ``[num_edges]``;
         aggregated: ``[num_receivers, d]``; weights: ``[num_edges]``.
     """
-    from torch_geometric.utils import softmax
-
     weights = softmax(scores, receivers, num_nodes=num_receivers)
     return sum_aggregate(weights.unsqueeze(-1) * messages, receivers, num_receivers), weights
 
