@@ -21,6 +21,10 @@ joined, layer by layer) are ``hidden_size`` wide: they are the decoder's keys an
 state as they are. The ADDITIVE score is Bahdanau's function used in Luong's decoder (the
 query is the current state ``h_t``).
 
+With ``attention=None`` it is Sutskever et al. 2014's encoder-decoder: no attention, no
+input feeding, ``logits_t = W_s h_t`` from the top cell, the source reaching the decoder
+only through the encoder's final states.
+
 Training is teacher forced (:meth:`Seq2Seq.forward`, :func:`sequence_loss`); inference is
 greedy (:meth:`Seq2Seq.greedy`, which ``torch.export`` takes through :class:`GreedyDecoder`)
 or a beam search ranked by ``score / length ** length_penalty``
@@ -69,8 +73,11 @@ class Seq2SeqConfig:
         num_layers: stacked layers of encoder and decoder.
         bidirectional: run the encoder in both directions (hidden_size // 2 units each).
         cell: the recurrent cell of encoder and decoder (lstm, gru, elman).
-        attention: the attention score (additive, dot, general).
-        input_feeding: join the previous attentional vector to the next input embedding.
+        attention: the attention score (additive, dot, general); none for no attention
+            (Sutskever et al. 2014: the encoder's final states are all the decoder reads of
+            the source, and the logits are read from the top cell's output).
+        input_feeding: join the previous attentional vector to the next input embedding
+            (needs attention).
         dropout: dropout, in training, of embeddings, between stacked layers and of the
             attentional vector.
         pad: the padding token (source and target).
@@ -85,7 +92,7 @@ class Seq2SeqConfig:
     num_layers: int = 2
     bidirectional: bool = True
     cell: ChainCell = ChainCell.LSTM
-    attention: AttentionScore = AttentionScore.GENERAL
+    attention: AttentionScore | None = AttentionScore.GENERAL
     input_feeding: bool = True
     dropout: float = 0.0
     pad: int = 0
@@ -100,6 +107,11 @@ class Seq2SeqConfig:
             raise ValueError(f"a bidirectional encoder splits hidden_size in two: got the odd {self.hidden_size}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+        if self.attention is None and self.input_feeding:
+            raise ValueError(
+                "input feeding joins the previous attentional vector to the next input, and attention is none: "
+                "turn input feeding off (--no-input-feeding) or choose an attention score"
+            )
         for name in ("pad", "bos", "eos"):
             if not 0 <= getattr(self, name) < self.target_vocab:
                 raise ValueError(
@@ -139,11 +151,12 @@ class EncoderOutput(NamedTuple):
     """What :meth:`Seq2Seq.encode` gives the decoder: the attention's memory and the first state.
 
     Attributes:
-        memory: the encoder states as per-edge keys and values, edges ``s -> b``.
+        memory: the encoder states as per-edge keys and values, edges ``s -> b`` (none
+            without attention).
         state: the decoder's state before its first step.
     """
 
-    memory: AttentionMemory
+    memory: AttentionMemory | None
     state: DecoderState
 
 
@@ -191,8 +204,9 @@ class Seq2Seq(nn.Module):
         self.decoder = nn.ModuleList(
             [cell(first_input if layer == 0 else hidden, hidden) for layer in range(config.num_layers)]
         )
-        self.attention = Attention(config.attention, hidden, hidden)
-        self.combine = nn.Linear(2 * hidden, hidden, bias=False)  # Luong's W_c
+        # Without attention the top cell's output is the attentional vector itself.
+        self.attention = Attention(config.attention, hidden, hidden) if config.attention is not None else None
+        self.combine = nn.Linear(2 * hidden, hidden, bias=False) if config.attention is not None else None  # W_c
         self.generator = nn.Linear(hidden, config.target_vocab)
         self.dropout = nn.Dropout(config.dropout)
 
@@ -210,6 +224,8 @@ class Seq2Seq(nn.Module):
             rows = torch.arange(states.shape[0], device=states.device).repeat_interleave(repeat)
             states, source_lengths = states.index_select(0, rows), source_lengths.to(rows.device).index_select(0, rows)
             state = state.index_select(rows)
+        if self.attention is None:
+            return EncoderOutput(None, state)
         return EncoderOutput(self.attention.padded_memory(states, states, source_lengths), state)
 
     def _layer_states(self, final: State) -> tuple[State, ...]:
@@ -223,7 +239,9 @@ class Seq2Seq(nn.Module):
             return tuple(zip(*(joined(part).unbind(0) for part in final)))
         return joined(final).unbind(0)
 
-    def _advance(self, embedded: Tensor, state: DecoderState, memory: AttentionMemory) -> tuple[Tensor, DecoderState]:
+    def _advance(
+        self, embedded: Tensor, state: DecoderState, memory: AttentionMemory | None
+    ) -> tuple[Tensor, DecoderState]:
         """One decoder step from the embedded previous token: ``(h~_t, state)``."""
         layer_input = torch.cat([embedded, state.feed], -1) if self.config.input_feeding else embedded
         cells = []
@@ -233,8 +251,11 @@ class Seq2Seq(nn.Module):
             new = cell(layer_input, state.cells[layer])
             cells.append(new)
             layer_input = _top(new)
-        context, _ = self.attention.attend(layer_input, memory)
-        attentional = self.dropout(torch.tanh(self.combine(torch.cat([context, layer_input], -1))))
+        if self.attention is None or memory is None:
+            attentional = self.dropout(layer_input)
+        else:
+            context, _ = self.attention.attend(layer_input, memory)
+            attentional = self.dropout(torch.tanh(self.combine(torch.cat([context, layer_input], -1))))
         return attentional, DecoderState(tuple(cells), attentional)
 
     def step(self, token: Tensor, state: DecoderState, encoded: EncoderOutput) -> tuple[Tensor, DecoderState]:

@@ -123,5 +123,7 @@ class Tree2Seq(Seq2Seq):
         decoder = DecoderState(tuple(first for _ in range(self.config.num_layers)), h.new_zeros(rows, h.shape[1]))
         if repeat > 1:
             decoder = decoder.index_select(torch.arange(rows, device=h.device).repeat_interleave(repeat))
+        if self.attention is None:
+            return EncoderOutput(None, decoder)
         edges = tree_memory_edges(source.batch.to(h.device), rows, repeat)
         return EncoderOutput(self.attention.memory(h, h, edges, rows * repeat), decoder)

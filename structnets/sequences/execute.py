@@ -23,7 +23,11 @@ could be checked. Notes on the paper (github.com/ghtwht/deeplearning-papernotes,
 notes/learning-to-execute.md; commonlounge.com) give two layers of 400 LSTM cells, the
 teacher-forced measure, and that the mixed or combined curriculum almost always did best.
 The authors' code (``wojciechz/learning_to_execute``, ``main.lua``) trains towards length 6
-and nesting 3 with the blend curriculum by default: this task's defaults.
+and nesting 3 with the blend curriculum by default: this task's defaults. Its model, a
+2-layer LSTM of 400 units trained by SGD at 0.5 from a uniform [-0.08, 0.08] start, is
+``--attention none --no-input-feeding --no-bidirectional --embedding-size 400 --optimizer sgd
+--lr 0.5 --init-range 0.08`` (an encoder-decoder where theirs is one LSTM reading the program
+then writing; ``benchmarks/learning_to_execute.py`` runs it beside this task's defaults).
 
     structnets sequences execute --length 4 --nesting 2 --curriculum mix --out runs/execute
 """
@@ -49,7 +53,7 @@ from ..train.checkpoint import RunDirectory, open_run
 from ..train.data import check_finite
 from ..train.engine import RESUME_FILE, TrainResult, fit, resumed_step, seed_everything
 from ..train.threads import torch_threads
-from .execute_config import ExecuteConfig, ExecuteEncoder
+from .execute_config import ExecuteConfig, ExecuteEncoder, ExecuteOptimizer
 from .programs import (
     MAX_NESTING,
     VOCABULARY,
@@ -66,7 +70,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
-    "TASK", "ExecuteConfig", "ExecuteEncoder", "Outcome", "Scores", "build_model", "held_out", "training_batch", "score", "train",
+    "TASK", "ExecuteConfig", "ExecuteEncoder", "ExecuteOptimizer", "Outcome", "Scores", "build_model", "held_out", "training_batch", "score", "train",
     "evaluate", "accuracy_table", "run", "load_model", "format_table", "accuracy_figure", "register",
 ]  # fmt: skip
 
@@ -98,7 +102,15 @@ class Scores(NamedTuple):
 def build_model(config: ExecuteConfig) -> Seq2Seq:
     """A :class:`Seq2Seq` over the program's characters, or with ``--encoder tree`` a :class:`Tree2Seq` over its tree."""
     model_config = config.model_config()
-    return Tree2Seq(model_config) if isinstance(model_config, Tree2SeqConfig) else Seq2Seq(model_config)
+    model = Tree2Seq(model_config) if isinstance(model_config, Tree2SeqConfig) else Seq2Seq(model_config)
+    if config.init_range is not None:  # the authors' initialisation: every parameter uniform in [-r, r]
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.uniform_(-config.init_range, config.init_range)
+            for module in model.modules():  # padding stays the zero vector
+                if isinstance(module, torch.nn.Embedding) and module.padding_idx is not None:
+                    module.weight[module.padding_idx] = 0.0
+    return model
 
 
 def _inputs(batch: ProgramBatch) -> tuple[Any, Tensor | None]:
@@ -230,6 +242,7 @@ def train(config: ExecuteConfig, *, run_dir: str | Path | None = None) -> tuple[
             batches,
             config.train,
             validate=validate,
+            optimizer=lambda parameters: config.optimizer.build(parameters, config.train.lr, config.train.weight_decay),
             monitor="val_char_accuracy",
             maximize=True,
             run_dir=run_dir,

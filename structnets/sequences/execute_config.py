@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Iterable
+
+import torch
+from torch import nn
 
 from ..core.cells import ChainCell
 from ..models.seq2seq import Seq2SeqConfig
@@ -16,7 +20,7 @@ from ..train.config import shared_fields
 from ..train.engine import TrainConfig
 from .programs import MAX_NESTING, TREE_CHILDREN, TREE_VOCABULARY, VOCABULARY, Curriculum, CurriculumSchedule, Level
 
-__all__ = ["ExecuteConfig", "ExecuteEncoder", "train_defaults"]
+__all__ = ["ExecuteConfig", "ExecuteEncoder", "ExecuteOptimizer", "train_defaults"]
 
 
 class ExecuteEncoder(enum.Enum):
@@ -26,6 +30,19 @@ class ExecuteEncoder(enum.Enum):
 
     SEQUENCE = "sequence"
     TREE = "tree"
+
+
+class ExecuteOptimizer(enum.Enum):
+    """The optimiser: ``adam`` (this task's default), or ``sgd``, plain stochastic gradient descent as in the
+    authors' code (``optim.sgd`` at learning rate 0.5, no momentum)."""
+
+    ADAM = "adam"
+    SGD = "sgd"
+
+    def build(self, parameters: Iterable[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
+        if self is ExecuteOptimizer.SGD:
+            return torch.optim.SGD(parameters, lr=lr, weight_decay=weight_decay)
+        return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
 
 
 def train_defaults() -> TrainConfig:
@@ -58,9 +75,13 @@ class ExecuteConfig:
         num_layers: stacked layers of encoder and decoder.
         bidirectional: read the program in both directions.
         cell: the recurrent cell (lstm, gru, elman).
-        attention: the attention score (additive, dot, general).
-        input_feeding: join the previous attentional vector to the next input.
-        dropout: dropout in training (the authors' code drops half of each layer's inputs).
+        attention: the attention score (additive, dot, general); none for a plain encoder-decoder
+            (the authors' configuration).
+        input_feeding: join the previous attentional vector to the next input (needs attention).
+        dropout: dropout in training.
+        optimizer: adam, or sgd (the authors', at ``--lr 0.5``).
+        init_range: draw every parameter uniformly from [-r, r] at the start (the authors' 0.08);
+            none keeps each layer's own initialisation.
         beam_width: hypotheses kept by the beam search scored by exact match; 0 for none.
         length_penalty: the beam search ranks by log-probability / length ** length_penalty.
         val_programs: held-out programs of the validation split at the target level (which
@@ -83,9 +104,11 @@ class ExecuteConfig:
     num_layers: int = 2
     bidirectional: bool = True
     cell: ChainCell = ChainCell.LSTM
-    attention: AttentionScore = AttentionScore.GENERAL
+    attention: AttentionScore | None = AttentionScore.GENERAL
     input_feeding: bool = True
     dropout: float = 0.0
+    optimizer: ExecuteOptimizer = ExecuteOptimizer.ADAM
+    init_range: float | None = None
     beam_width: int = 5
     length_penalty: float = 1.0
     val_programs: int = 500
@@ -100,6 +123,10 @@ class ExecuteConfig:
             raise TypeError(f"curriculum must be a Curriculum, got {self.curriculum!r}")
         if self.length < 1 or not 1 <= self.nesting <= MAX_NESTING:
             raise ValueError(f"need length >= 1 and nesting in 1..{MAX_NESTING}, got {self.length} and {self.nesting}")
+        if not isinstance(self.optimizer, ExecuteOptimizer):
+            raise TypeError(f"optimizer must be an ExecuteOptimizer, got {self.optimizer!r}")
+        if self.init_range is not None and not self.init_range > 0:
+            raise ValueError(f"init_range must be positive (or none), got {self.init_range}")
         if self.beam_width < 0 or self.val_programs < 1 or self.eval_programs < 1:
             raise ValueError("beam_width must be >= 0, and val_programs and eval_programs positive")
         if self.train.steps is None:

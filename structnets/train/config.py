@@ -76,12 +76,26 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _enum_type(kind: type[enum.Enum]):
-    def parse(text: str) -> enum.Enum:
+def _enum_type(kind: type[enum.Enum], optional: bool = False):
+    names = [str(m.value) for m in kind] + (["none"] if optional else [])
+
+    def parse(text: str) -> enum.Enum | None:
         for member in kind:
             if text == str(member.value) or text.lower() == member.name.lower():
                 return member
-        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(str(m.value) for m in kind)}")
+        if optional and text.lower() == "none":
+            return None
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(names)}")
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _number_or_none(kind: type):
+    """``int`` or ``float`` of the text, or None for ``none``: the flag of an ``X | None`` field."""
+
+    def parse(text: str) -> Any:
+        return None if text.lower() == "none" else kind(text)
 
     parse.__name__ = kind.__name__
     return parse
@@ -139,8 +153,10 @@ def add_arguments(
             )
             kwargs["metavar"] = field.name.upper().rstrip("S") or None
         elif isinstance(annotation, type) and issubclass(annotation, enum.Enum):
-            kwargs["type"] = _enum_type(annotation)
-            kwargs["metavar"] = "{" + ",".join(str(m.value) for m in annotation) + "}"
+            kwargs["type"] = _enum_type(annotation, optional)
+            kwargs["metavar"] = "{" + ",".join([str(m.value) for m in annotation] + ["none"] * optional) + "}"
+        elif annotation in (int, float) and optional:
+            kwargs["type"] = _number_or_none(annotation)
         elif annotation in (int, float, str, Path):
             kwargs["type"] = annotation
         else:

@@ -46,9 +46,9 @@ def _assert_well_formed(decoded: torch.Tensor) -> None:
 
 
 @pytest.mark.parametrize("cell", [CellKind.LSTM, CellKind.GRU], ids=lambda c: c.value)
-@pytest.mark.parametrize("score", list(AttentionScore), ids=lambda s: s.value)
+@pytest.mark.parametrize("score", [*AttentionScore, None], ids=lambda s: "none" if s is None else s.value)
 def test_beam_search_of_width_one_is_greedy_decoding(cell, score):
-    model = _model(cell=cell, attention=score)
+    model = _model(cell=cell, attention=score, input_feeding=score is not None)
     ended_early = 0
     for lengths in ([5, 2, 7, 1], [3], [6, 6, 4, 2, 5]):
         source, source_lengths = _source(lengths)
@@ -67,6 +67,7 @@ def test_beam_search_of_width_one_is_greedy_decoding(cell, score):
         (CellKind.LSTM, AttentionScore.ADDITIVE, True, False),
         (CellKind.GRU, AttentionScore.DOT, True, True),
         (CellKind.GRU, AttentionScore.GENERAL, False, True),
+        (CellKind.LSTM, None, False, False),
     ],
 )
 def test_teacher_forcing_equals_stepping_through_the_gold_prefix(cell, score, input_feeding, bidirectional):
@@ -114,6 +115,27 @@ def test_the_decoder_starts_from_the_encoders_final_states_both_directions_joine
             got = encoded.state.cells[layer][part] if cell is CellKind.LSTM else encoded.state.cells[layer]
             torch.testing.assert_close(got, torch.cat([expected[2 * layer], expected[2 * layer + 1]], -1))
     assert torch.all(encoded.state.feed == 0) and encoded.memory.keys.shape[0] == 8
+
+
+def test_without_attention_it_is_two_torch_nn_lstms_the_second_starting_from_the_firsts_final_state():
+    """Sutskever et al. 2014's encoder-decoder, written in torch.nn: the same logits in float64."""
+    model = _model(attention=None, input_feeding=False, bidirectional=False, num_layers=2)
+    assert model.attention is None and model.combine is None
+    source, source_lengths = _source([4, 7, 1])
+    target_in = torch.randint(3, 8, (3, 5))
+    encoder = model.encoder.to_torch()
+    packed = torch.nn.utils.rnn.pack_padded_sequence(
+        model.source_embedding(source), source_lengths, batch_first=True, enforce_sorted=False
+    )
+    _, final = encoder(packed)
+    decoder = torch.nn.LSTM(6, 8, num_layers=2, batch_first=True).double()
+    with torch.no_grad():
+        for layer, cell in enumerate(model.decoder):
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(decoder, f"{name}_l{layer}").copy_(getattr(cell, name))
+    outputs, _ = decoder(model.target_embedding(target_in), final)
+    torch.testing.assert_close(model(source, source_lengths, target_in), model.generator(outputs))
+    assert model.encode(source, source_lengths).memory is None
 
 
 def _hypotheses(emitted: list[int], max_length: int) -> list[list[int]]:
@@ -210,6 +232,8 @@ def test_config_is_checked():
         Seq2SeqConfig(5, 2)
     with pytest.raises(ValueError, match="dropout"):
         Seq2SeqConfig(5, 5, dropout=1.0)
+    with pytest.raises(ValueError, match="no-input-feeding"):
+        Seq2SeqConfig(5, 5, attention=None)
     with pytest.raises(ValueError, match="width and max_length"):
         _model().beam_search(*_source([2]), 3, width=0)
     with pytest.raises(ValueError, match="max_length must be positive"):

@@ -66,10 +66,10 @@ def test_the_decoder_starts_from_the_roots_state_in_every_layer(cell, tree_cell)
     assert torch.all(encoded.state.feed == 0)
 
 
-@pytest.mark.parametrize("score", list(AttentionScore), ids=lambda s: s.value)
+@pytest.mark.parametrize("score", [*AttentionScore, None], ids=lambda s: "none" if s is None else s.value)
 @pytest.mark.parametrize("cell", [CellKind.LSTM, CellKind.GRU], ids=lambda c: c.value)
 def test_beam_search_of_width_one_is_greedy_decoding(cell, score):
-    model = _model(cell=cell, attention=score)
+    model = _model(cell=cell, attention=score, input_feeding=score is not None)
     ended_early = 0
     for indices in ([0, 1, 2, 3, 4], [2], [4, 0, 3]):
         forest = _forest(indices)
@@ -86,6 +86,7 @@ def test_beam_search_of_width_one_is_greedy_decoding(cell, score):
         (CellKind.LSTM, AttentionScore.GENERAL, True, TreeCell.NARY),
         (CellKind.LSTM, AttentionScore.ADDITIVE, False, TreeCell.CHILDSUM),
         (CellKind.GRU, AttentionScore.DOT, True, TreeCell.CHILDSUM_GRU),
+        (CellKind.LSTM, None, False, TreeCell.NARY),
     ],
 )
 def test_teacher_forcing_equals_stepping_through_the_gold_prefix(cell, score, input_feeding, tree_cell):

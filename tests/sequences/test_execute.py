@@ -9,9 +9,12 @@ from torch import nn
 
 from structnets.cli import main
 from structnets.models import Seq2Seq, Tree2Seq
+from structnets.models.seq2seq import sequence_loss
 from structnets.sequences.execute import (
     ExecuteConfig,
     ExecuteEncoder,
+    ExecuteOptimizer,
+    build_model,
     held_out,
     load_model,
     run,
@@ -20,7 +23,7 @@ from structnets.sequences.execute import (
     training_batch,
 )
 from structnets.sequences.programs import VOCABULARY, Curriculum, CurriculumSchedule, Level, Split
-from structnets.train.engine import TrainConfig
+from structnets.train.engine import TrainConfig, seed_everything
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -185,3 +188,40 @@ def test_a_tree_model_trains_and_scores():
     (batch,) = held_out(Level(2, 2), Split.TEST, 6, seed=0, trees=True)
     scores = score(result.model, [batch], decode=True, beam_width=2)
     assert 0 <= scores.char_accuracy <= 1 and 0 <= scores.greedy_exact <= 1 and 0 <= scores.beam_exact <= 1
+
+
+def test_the_authors_configuration_runs_from_the_cli_and_round_trips(tmp_path):
+    """No attention, a unidirectional encoder, SGD and the uniform initialisation, as in the authors' main.lua."""
+    out = tmp_path / "authors"
+    code = main(
+        ["sequences", "execute", "--length", "1", "--nesting", "1", "--curriculum", "baseline", "--steps", "4",
+         "--attention", "none", "--no-input-feeding", "--no-bidirectional", "--optimizer", "sgd", "--lr", "0.5",
+         "--init-range", "0.08", "--hidden-size", "16", "--embedding-size", "16", "--num-layers", "2",
+         "--batch-size", "8", "--val-programs", "8", "--eval-programs", "4", "--beam-width", "2",
+         "--eval-every", "2", "--no-progress", "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    model, config = load_model(out)
+    assert model.attention is None and config.attention is None and config.init_range == 0.08
+    assert config.optimizer.value == "sgd" and not model.config.bidirectional
+    assert json.loads((out / "metrics.json").read_text())["train_steps"] == 4
+
+
+def test_the_uniform_initialisation_bounds_every_parameter_and_keeps_padding_zero():
+    model = build_model(_tiny(init_range=0.08, attention=None, input_feeding=False))
+    for name, parameter in model.named_parameters():
+        assert parameter.abs().max() <= 0.08, name
+    assert torch.all(model.source_embedding.weight[VOCABULARY.pad] == 0)
+    assert model.generator.weight.std() > 0.03  # uniform on [-0.08, 0.08] has std 0.046, not the layer's own
+
+
+def test_sgd_is_plain_gradient_descent_at_the_given_rate():
+    config = _tiny(optimizer=ExecuteOptimizer.SGD, lr=0.5, steps=1, clip_grad_norm=None, eval_every=None)
+    seed_everything(config.train.seed)
+    reference = build_model(config)
+    batch = training_batch(config.schedule(), config.train.seed, 0, config.train.batch_size)
+    loss = sequence_loss(reference(batch.source, batch.source_lengths, batch.target_in), batch.target_out, 0)
+    grads = torch.autograd.grad(loss, list(reference.parameters()))
+    result, _ = train(config)
+    for (name, after), before, grad in zip(result.model.named_parameters(), reference.parameters(), grads):
+        torch.testing.assert_close(after, before - 0.5 * grad, msg=name)

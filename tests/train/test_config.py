@@ -26,6 +26,7 @@ class Example:
         size: how big.
         colour: which colour.
         rate: a rate, or none.
+        shade: a colour, or none.
         tags: any number of tags.
         path: where.
         flag: a switch.
@@ -36,6 +37,7 @@ class Example:
     size: int = 3
     colour: Colour = Colour.RED
     rate: float | None = None
+    shade: Colour | None = Colour.RED
     tags: tuple[str, ...] = ("a", "b")
     path: Path = Path("out")
     flag: bool = True
@@ -78,6 +80,16 @@ def test_help_comes_from_the_docstring_with_defaults():
     assert "(default: 0.5)" in text  # the task's own default for the engine's lr
     help_of = field_help(TrainConfig)
     assert all(help_of.get(f.name) for f in dataclasses.fields(TrainConfig)), "every engine field documented"
+
+
+def test_an_optional_field_takes_none_on_the_command_line(capsys):
+    config = from_args(Example, _parser().parse_args("--rate 0.2 --rate none --shade none".split()))
+    assert config.rate is None and config.shade is None
+    assert from_args(Example, _parser().parse_args(["--shade", "dark-blue"])).shade is Colour.DARK_BLUE
+    assert "{red,dark-blue,none}" in _parser().format_help()
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["--colour", "none"])  # not optional: none is no colour
+    assert "red, dark-blue" in capsys.readouterr().err
 
 
 def test_a_bad_enum_value_is_refused_with_the_choices(capsys):
