@@ -138,10 +138,16 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--runs", type=Path, default=None, help="keep the run directories here (default: temporary)")
     parser.add_argument(
+        "--collect", action="store_true",
+        help="train nothing: read the finished run directories <model>_seed<seed> under --runs",
+    )  # fmt: skip
+    parser.add_argument(
         "--out", type=Path, default=Path(__file__).parent / "results" / "learning_to_execute.json",
         help="the results JSON (default: benchmarks/results/learning_to_execute.json)",
     )  # fmt: skip
     args = parser.parse_args()
+    if args.collect and args.runs is None:
+        raise SystemExit("--collect reads the run directories under --runs: give --runs")
     bad = sorted(set(args.cores) - set(available))
     if bad:
         raise SystemExit(f"--cores {' '.join(map(str, bad))}: not among this process's cores {available}")
@@ -156,7 +162,10 @@ def main() -> None:
             for seed in args.seeds
         }
         started = time.time()
-        done = _run_all(jobs, args.cores, runs)
+        if args.collect:  # the runs are there already: read them (no core or wall time known)
+            done = {name: {"command": shlex.join(job)} for name, job in jobs.items()}
+        else:
+            done = _run_all(jobs, args.cores, runs)
         results = {}
         for model in args.models:
             seeds = []
