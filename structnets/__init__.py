@@ -22,7 +22,7 @@ from .core.rnn import RNN, ProjectedLSTMCell, RNNArgumentError, RNNCallError
 from .core.schedules import CycleError, Synchronous, Topological, topological_levels
 from .graphs.neighbors import knn, knn_graph, radius, radius_graph
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 __all__ = [
     "cells",
