@@ -728,26 +728,39 @@ def _read_qm9pack(folder: Path, targets: Sequence[str], limit: int | None) -> It
     count = 0
     for name in _QM9PACK_FILES:
         path = folder / name
-        with path.open(newline="") as handle:
-            reader = csv.DictReader(handle)
+        # A streaming csv.reader, not read_csv: the three files are 226 MB, and nothing here
+        # needs them whole. Each row must fill the header, or the file is refused at that line.
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle, strict=True)
+            header = [column.strip() for column in next(reader, None) or []]
             needed = ["Index", "SMILES", "Elements", "XYZ_Ang", *(_QM9PACK_COLUMNS[t] for t in targets)]
-            missing = [c for c in needed if c not in (reader.fieldnames or [])]
+            missing = [c for c in needed if c not in header]
             if missing:
-                raise ValueError(f"{path}: no column(s) {missing}; the columns are {reader.fieldnames}")
-            for record in reader:
+                raise ValueError(f"{path}: no column(s) {missing}; the columns are {header}")
+            at = {column: header.index(column) for column in needed}
+            while True:
                 if limit is not None and count >= limit:
                     return
-                line = reader.line_num
                 try:
-                    raw = [float(record[_QM9PACK_COLUMNS[t]].replace("*^", "e")) for t in targets]
+                    fields = next(reader, None)
+                except csv.Error as error:
+                    raise ValueError(f"{path}, line {reader.line_num}: not valid CSV: {error}") from None
+                if fields is None:
+                    break
+                line = reader.line_num
+                if len(fields) != len(header):
+                    raise ValueError(f"{path}, line {line}: {len(fields)} fields, but the header has {len(header)}")
+                try:
+                    raw = [float(fields[at[_QM9PACK_COLUMNS[t]]].replace("*^", "e")) for t in targets]
+                    index = int(fields[at["Index"]])
                 except ValueError as error:
-                    raise ValueError(f"{path}, line {line}: non-numeric target: {error}") from None
+                    raise ValueError(f"{path}, line {line}: non-numeric index or target: {error}") from None
                 count += 1
                 yield _QM9Record(
-                    index=int(record["Index"]),
-                    smiles=record["SMILES"].strip(),
-                    atoms=record["Elements"],
-                    coordinates=record["XYZ_Ang"],
+                    index=index,
+                    smiles=fields[at["SMILES"]].strip(),
+                    atoms=fields[at["Elements"]],
+                    coordinates=fields[at["XYZ_Ang"]],
                     origin=f"{path}, line {line}",
                     raw_targets=raw,
                 )

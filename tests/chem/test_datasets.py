@@ -281,6 +281,10 @@ def test_qm9pack_csv_layout_is_read(data_dir, tmp_path, monkeypatch):
     assert_close(from_pack.targets, from_subset.targets)
     assert_close(from_pack.graphs[2].pos, from_subset.graphs[2].pos)
     assert len(load_qm9(source=QM9Source.QM9PACK, limit=2)) == 2
+    # A row that does not fill the header is refused at its line, not read in part.
+    write(tmp_path, "\n".join([header, lines[2], lines[2].rsplit(",", 1)[0]]) + "\n", "qm9_part3.csv")
+    with pytest.raises(ValueError, match=r"qm9_part3\.csv, line 3: 16 fields, but the header has 17"):
+        load_qm9(source=QM9Source.QM9PACK)
 
 
 def test_smiles_read_only_in_part_names_file_row_and_value(tmp_path, caplog):
