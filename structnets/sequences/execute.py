@@ -158,9 +158,10 @@ def score(
         logits = model(source, source_lengths, batch.target_in)
         check_finite(logits, f"{TASK}: the model's outputs")
         scored = batch.target_out != VOCABULARY.pad
+        characters = int(scored.sum())
         correct += int(((logits.argmax(-1) == batch.target_out) & scored).sum())
-        total += int(scored.sum())
-        loss_sum += float(sequence_loss(logits, batch.target_out, VOCABULARY.pad)) * int(scored.sum())
+        total += characters
+        loss_sum += float(sequence_loss(logits, batch.target_out, VOCABULARY.pad)) * characters
         programs += batch.target_out.shape[0]
         if decode:
             width = batch.target_out.shape[1]

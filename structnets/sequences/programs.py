@@ -54,6 +54,7 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
 
 from ..graphs.trees import Tree, TreeBatch, Vocabulary, batch_trees
 
@@ -532,10 +533,7 @@ class ProgramBatch:
 
 
 def _padded(rows: Sequence[Sequence[int]], pad: int) -> Tensor:
-    out = torch.full((len(rows), max(len(row) for row in rows)), pad, dtype=torch.long)
-    for index, row in enumerate(rows):
-        out[index, : len(row)] = torch.tensor(row, dtype=torch.long)
-    return out
+    return pad_sequence([torch.tensor(row, dtype=torch.long) for row in rows], batch_first=True, padding_value=pad)
 
 
 def encode_batch(

@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -41,16 +39,14 @@ from torch.nn import functional as F
 from torch.nn.utils.rnn import pad_sequence
 
 from ..core.cells import ChainCell
-from ..graphs.trees import Tree, Vocabulary, read_ptb
+from ..graphs.trees import Tree, Vocabulary
 from ..models.sequence_classifier import SequenceClassifier, SequenceClassifierConfig
-from ..train.checkpoint import RunDirectory, atomic_write, load_model, open_run
+from ..train.checkpoint import RunDirectory
 from ..train.config import add_arguments, from_args, shared_fields, to_dict
 from ..train.distributed import distributed, shuffled
 from ..train.engine import TrainConfig, fit, seed_everything
-from .sentiment import SentimentConfig, report_evaluation, report_training
-from .sst import NEUTRAL, NUM_CLASSES, load_sst, read_vectors
-
-logger = logging.getLogger(__name__)
+from .sentiment import SentimentConfig, adagrad, evaluate_run, load_vocabulary_run, report_evaluation, report_training
+from .sst import NEUTRAL, NUM_CLASSES, load_vectors, read_labelled_trees
 
 __all__ = [
     "TASK", "ClassifyConfig", "SentenceBatch", "read_sentences", "batch_sentences", "sentence_metrics", "train",
@@ -139,19 +135,9 @@ class SentenceBatch(NamedTuple):
 
 
 def read_sentences(path: Path | None, split: str, data_dir: Path | None, limit: int | None) -> list[Tree]:
-    """SST trees from ``path`` (else the data directory's ``split``), labels checked as ``trees train`` checks them.
-
-    Raises:
-        FileNotFoundError: no file at ``path``.
-        ValueError: naming the file and line: a line that is not a tree (``path:line:column``),
-            a label outside 0-4, a file without trees or not UTF-8.
-    """
-    trees = read_ptb(path, limit=limit) if path is not None else load_sst(split, data_dir, limit=limit)
-    for tree in trees:
-        bad = [label for label in tree.labels if label is None or not 0 <= label < NUM_CLASSES]
-        if bad:
-            raise ValueError(f"{tree.source}: SST labels must be integers 0-4 at every node, got {bad[0]}")
-    return trees
+    """SST trees from ``path`` (else the data directory's ``split``), labels checked as ``trees train`` checks them
+    (:func:`structnets.text.sst.read_labelled_trees`)."""
+    return read_labelled_trees(path, split, data_dir, limit)
 
 
 def batch_sentences(trees: Sequence[Tree], vocabulary: Vocabulary) -> SentenceBatch:
@@ -211,22 +197,6 @@ def _evaluate(model: nn.Module, batches: list[SentenceBatch], trees: Sequence[Tr
     return metrics
 
 
-def _adagrad(model: SequenceClassifier, config: ClassifyConfig) -> Callable[[Any], torch.optim.Optimizer]:
-    """Adagrad, as for the Tree-LSTM; the embeddings learn at their own rate, without weight decay."""
-    embedding = list(model.embedding.parameters())
-    others = [p for name, p in model.named_parameters() if not name.startswith("embedding.")]
-    lr = config.train.lr
-
-    def make(_parameters) -> torch.optim.Optimizer:
-        groups = [
-            {"params": others, "weight_decay": config.train.weight_decay},
-            {"params": embedding, "lr": lr * config.embedding_lr_scale, "weight_decay": 0.0},
-        ]
-        return torch.optim.Adagrad(groups, lr=lr)
-
-    return make
-
-
 def train(config: ClassifyConfig, out: Path) -> dict[str, Any]:
     """Trains, keeps the epoch with the best dev root fine accuracy; writes the run directory ``out``."""
     out = RunDirectory.check_target(out)
@@ -237,12 +207,7 @@ def train(config: ClassifyConfig, out: Path) -> dict[str, Any]:
     vocabulary = Vocabulary.build(train_trees, config.min_count)
     model = SequenceClassifier(config.model_config(len(vocabulary))).to(device)
     if config.vectors is not None:
-        vectors, found = read_vectors(config.vectors, vocabulary, config.embedding_size)
-        if not bool(found.any()):
-            raise ValueError(f"{config.vectors}: none of its words is in the training vocabulary of {len(vocabulary)}")
-        with torch.no_grad():
-            model.embedding.weight[found] = vectors[found].to(device)
-        logger.info("%s: vectors for %d of %d words", config.vectors, int(found.sum()), len(vocabulary))
+        load_vectors(model.embedding, config.vectors, vocabulary)
     # Batches are built once, from one seeded order of the trees (as the Tree-LSTM's); each epoch visits them anew.
     order = torch.randperm(len(train_trees), generator=torch.Generator().manual_seed(config.train.seed)).tolist()
     batches = [b.to(device) for b in _batches([train_trees[i] for i in order], vocabulary, config.train.batch_size)]
@@ -263,7 +228,7 @@ def train(config: ClassifyConfig, out: Path) -> dict[str, Any]:
             validate=validate,
             monitor="dev_fine_accuracy",
             maximize=True,
-            optimizer=_adagrad(model, config),
+            optimizer=adagrad(model, config),
             run_dir=out if here.main else None,
             description=f"text classify {config.cell.value}",
         )
@@ -328,22 +293,17 @@ def _curves(history: list[dict[str, Any]], best_epoch: int | None, title: str):
 
 def load_run(path: Path, map_location: str | torch.device = "cpu") -> tuple[SequenceClassifier, Vocabulary]:
     """The trained model of a finished ``text classify`` run and its vocabulary."""
-    model, checkpoint = load_model(open_run(path, task=TASK), task=TASK, map_location=map_location)
-    return model, Vocabulary(list(checkpoint.extra["vocabulary"]))
+    return load_vocabulary_run(path, TASK, map_location)
 
 
 def evaluate(model_dir: Path, data: Path, out: Path) -> dict[str, Any]:
     """Root accuracies of a trained model on the sentences of a tree file; writes ``out/metrics.json``."""
-    out = RunDirectory.check_target(out)
-    if out.resolve() == open_run(model_dir, task=TASK).resolve():
-        raise ValueError(f"--out {out} is the run directory itself; write the evaluation elsewhere")
-    model, vocabulary = load_run(model_dir)
-    trees = read_sentences(data, "dev", None, None)
-    with torch.no_grad():
-        metrics = _evaluate(model, _batches(trees, vocabulary, EVAL_BATCH_SIZE), trees)
-    metrics["data"] = str(data)
-    atomic_write(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    return metrics
+
+    def metrics_of(model: nn.Module, vocabulary: Vocabulary) -> dict[str, Any]:
+        trees = read_sentences(data, "dev", None, None)
+        return _evaluate(model, _batches(trees, vocabulary, EVAL_BATCH_SIZE), trees)
+
+    return evaluate_run(model_dir, data, out, TASK, metrics_of)
 
 
 # ---------------------------------------------------------------------------- CLI

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,16 +36,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..graphs.trees import Tree, TreeBatch, Vocabulary, batch_trees, read_ptb
+from ..graphs.trees import Tree, TreeBatch, Vocabulary, batch_trees
 from ..models import TreeClassifier
 from ..models.tree_lstm import TreeCell, TreeClassifierConfig
 from ..train.checkpoint import RunDirectory, atomic_write, load_model, open_run
 from ..train.config import add_arguments, from_args, shared_fields, to_dict
 from ..train.distributed import distributed, shuffled
 from ..train.engine import TrainConfig, fit, seed_everything
-from .sst import NUM_CLASSES, load_sst, read_vectors, root_metrics
-
-logger = logging.getLogger(__name__)
+from .sst import NUM_CLASSES, load_vectors, read_labelled_trees, root_metrics
 
 __all__ = ["SentimentConfig", "train", "evaluate", "load_run", "register"]
 
@@ -98,11 +95,8 @@ class SentimentConfig:
 
 
 def _read(path: Path | None, split: str, data_dir: Path | None, cell: TreeCell, limit: int | None) -> list[Tree]:
-    trees = read_ptb(path, limit=limit) if path is not None else load_sst(split, data_dir, limit=limit)
+    trees = read_labelled_trees(path, split, data_dir, limit)
     for tree in trees:
-        bad = [label for label in tree.labels if label is None or not 0 <= label < NUM_CLASSES]
-        if bad:
-            raise ValueError(f"{tree.source}: SST labels must be integers 0-4 at every node, got {bad[0]}")
         if tree.max_children > 2 and cell is TreeCell.NARY:
             raise ValueError(f"{tree.source}: a node has {tree.max_children} children; the binary Tree-LSTM takes 2")
     return trees
@@ -113,8 +107,10 @@ def _node_loss(model: nn.Module, batch: TreeBatch) -> torch.Tensor:
     return F.cross_entropy(model(batch), batch.y, ignore_index=-1)
 
 
-def _adagrad(model: TreeClassifier, config: SentimentConfig) -> Callable[[Any], torch.optim.Optimizer]:
-    """Adagrad, as Tai et al.; the embeddings learn at their own rate, without weight decay."""
+def adagrad(model: nn.Module, config: Any) -> Callable[[Any], torch.optim.Optimizer]:
+    """Adagrad, as Tai et al., for ``structnets trees`` and ``text classify``: ``config.train``'s lr and weight
+    decay, except for ``model.embedding``, which learns at ``config.embedding_lr_scale`` times the rate, without
+    weight decay."""
     embedding = list(model.embedding.parameters())
     others = [p for name, p in model.named_parameters() if not name.startswith("embedding.")]
     lr = config.train.lr
@@ -168,12 +164,7 @@ def train(config: SentimentConfig, out: Path) -> dict[str, Any]:
     vocabulary = Vocabulary.build(train_trees, config.min_count)
     model = TreeClassifier(config.model_config(len(vocabulary))).to(device)
     if config.vectors is not None:
-        vectors, found = read_vectors(config.vectors, vocabulary, config.embedding_size)
-        if not bool(found.any()):
-            raise ValueError(f"{config.vectors}: none of its words is in the training vocabulary of {len(vocabulary)}")
-        with torch.no_grad():
-            model.embedding.weight[found] = vectors[found].to(device)
-        logger.info("%s: vectors for %d of %d words", config.vectors, int(found.sum()), len(vocabulary))
+        load_vectors(model.embedding, config.vectors, vocabulary)
     # Batches are built once (their levels are then cached); each epoch visits them in a new order.
     order = torch.randperm(len(train_trees), generator=torch.Generator().manual_seed(config.train.seed)).tolist()
     size = config.train.batch_size
@@ -199,7 +190,7 @@ def train(config: SentimentConfig, out: Path) -> dict[str, Any]:
             validate=validate,
             monitor="dev_fine_accuracy",
             maximize=True,
-            optimizer=_adagrad(model, config),
+            optimizer=adagrad(model, config),
             run_dir=out if here.main else None,
             description=TASK,
         )
@@ -226,22 +217,41 @@ def train(config: SentimentConfig, out: Path) -> dict[str, Any]:
 
 def load_run(path: Path, map_location: str | torch.device = "cpu") -> tuple[TreeClassifier, Vocabulary]:
     """The trained model of a finished ``trees`` run and its vocabulary."""
-    model, checkpoint = load_model(open_run(path, task=TASK), task=TASK, map_location=map_location)
+    return load_vocabulary_run(path, TASK, map_location)
+
+
+def load_vocabulary_run(
+    path: Path, task: str, map_location: str | torch.device = "cpu"
+) -> tuple[nn.Module, Vocabulary]:
+    """The model of a finished run of ``task`` saved with its ``vocabulary`` (``trees``, ``text classify``)."""
+    model, checkpoint = load_model(open_run(path, task=task), task=task, map_location=map_location)
     return model, Vocabulary(list(checkpoint.extra["vocabulary"]))
+
+
+def evaluate_run(
+    model_dir: Path, data: Path, out: Path, task: str, metrics_of: Callable[[nn.Module, Vocabulary], dict[str, Any]]
+) -> dict[str, Any]:
+    """Loads the run of ``task`` in ``model_dir``, scores it with ``metrics_of(model, vocabulary)`` (gradients off)
+    and writes the metrics, with ``data`` named, to ``out/metrics.json``; ``out`` may not be the run itself."""
+    out = RunDirectory.check_target(out)
+    if out.resolve() == open_run(model_dir, task=task).resolve():
+        raise ValueError(f"--out {out} is the run directory itself; write the evaluation elsewhere")
+    model, vocabulary = load_vocabulary_run(model_dir, task)
+    with torch.no_grad():
+        metrics = metrics_of(model, vocabulary)
+    metrics["data"] = str(data)
+    atomic_write(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return metrics
 
 
 def evaluate(model_dir: Path, data: Path, out: Path) -> dict[str, Any]:
     """Root accuracies of a trained model on a tree file; writes ``out/metrics.json``."""
-    out = RunDirectory.check_target(out)
-    if out.resolve() == open_run(model_dir, task=TASK).resolve():
-        raise ValueError(f"--out {out} is the run directory itself; write the evaluation elsewhere")
-    model, vocabulary = load_run(model_dir)
-    trees = _read(data, "dev", None, model.config.cell, None)
-    with torch.no_grad():
-        metrics = _evaluate(model, batch_trees(trees, vocabulary), trees)
-    metrics["data"] = str(data)
-    atomic_write(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    return metrics
+
+    def metrics_of(model: nn.Module, vocabulary: Vocabulary) -> dict[str, Any]:
+        trees = _read(data, "dev", None, model.config.cell, None)
+        return _evaluate(model, batch_trees(trees, vocabulary), trees)
+
+    return evaluate_run(model_dir, data, out, TASK, metrics_of)
 
 
 # ---------------------------------------------------------------------------- CLI

@@ -8,16 +8,22 @@ sentences that are not neutral (0-1 negative, 3-4 positive).
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..graphs.trees import Tree, TreeBatch, Vocabulary, read_ptb
 from ..train.data import dataset_path
 
-__all__ = ["SST_URL", "NUM_CLASSES", "NEUTRAL", "load_sst", "read_vectors", "root_metrics"]
+__all__ = [
+    "SST_URL", "NUM_CLASSES", "NEUTRAL", "load_sst", "read_labelled_trees", "read_vectors", "load_vectors",
+    "root_metrics",
+]  # fmt: skip
+
+logger = logging.getLogger(__name__)
 
 SST_URL = "http://nlp.stanford.edu/sentiment/trainDevTestTrees_PTB.zip"
 NUM_CLASSES = 5
@@ -34,6 +40,38 @@ def load_sst(split: str, data_dir: str | Path | None = None, *, limit: int | Non
     if split not in ("train", "dev", "test"):
         raise ValueError(f"SST split must be train, dev or test, got {split!r}")
     return read_ptb(dataset_path("sst", f"{split}.txt", SST_URL, data_dir), limit=limit)
+
+
+def read_labelled_trees(
+    path: str | Path | None, split: str, data_dir: str | Path | None, limit: int | None
+) -> list[Tree]:
+    """SST trees from ``path`` (else the data directory's ``split``), with a label 0-4 at every node.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: naming the file and line: a line that is not a tree (``path:line:column``),
+            a label outside 0-4 or missing, a file without trees or not UTF-8.
+    """
+    trees = read_ptb(path, limit=limit) if path is not None else load_sst(split, data_dir, limit=limit)
+    for tree in trees:
+        bad = [label for label in tree.labels if label is None or not 0 <= label < NUM_CLASSES]
+        if bad:
+            raise ValueError(f"{tree.source}: SST labels must be integers 0-4 at every node, got {bad[0]}")
+    return trees
+
+
+def load_vectors(embedding: nn.Embedding, path: str | Path, vocabulary: Vocabulary) -> None:
+    """Sets the rows of ``embedding`` whose words ``path`` has vectors for (:func:`read_vectors`).
+
+    Raises:
+        ValueError: as :func:`read_vectors`, and if the file covers no word of ``vocabulary``.
+    """
+    vectors, found = read_vectors(path, vocabulary, embedding.embedding_dim)
+    if not bool(found.any()):
+        raise ValueError(f"{path}: none of its words is in the training vocabulary of {len(vocabulary)}")
+    with torch.no_grad():
+        embedding.weight[found] = vectors[found].to(embedding.weight)
+    logger.info("%s: vectors for %d of %d words", path, int(found.sum()), len(vocabulary))
 
 
 def read_vectors(path: str | Path, vocabulary: Vocabulary, size: int) -> tuple[Tensor, Tensor]:

@@ -79,7 +79,7 @@ def test_a_few_steps_reduce_the_loss(data_dir):
     config = ClassifyConfig(embedding_size=8, hidden_size=8, dropout=0.0)
     model = SequenceClassifier(config.model_config(len(vocabulary)))
     batch = batch_sentences(trees, vocabulary)
-    optimizer = classify._adagrad(model, config)(model.parameters())
+    optimizer = sentiment.adagrad(model, config)(model.parameters())
     losses = []
     for _ in range(15):
         loss = classify._loss(model, batch)
